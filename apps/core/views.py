@@ -1,0 +1,69 @@
+"""Liveness and readiness probes (JSON, no authentication, no patient data)."""
+
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})
+
+
+def _check_database() -> dict[str, Any]:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return {"ok": True}
+    except Exception as exc:  # any failure means not ready; the type is enough to diagnose
+        return {"ok": False, "error": type(exc).__name__}
+
+
+def _check_broker() -> dict[str, Any]:
+    if not settings.CELERY_BROKER_URL:
+        return {"ok": True, "mode": "eager"}
+    from clinpredict.celery import app
+
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        return {"ok": True, "mode": "broker"}
+    except Exception as exc:
+        return {"ok": False, "error": type(exc).__name__}
+
+
+def _check_models() -> dict[str, Any]:
+    from apps.core.exceptions import ApplicationError
+    from apps.registry.loader import load_version
+    from apps.registry.selectors import model_versions_champions
+
+    try:
+        champions = list(model_versions_champions())
+    except Exception as exc:
+        return {"ok": False, "error": type(exc).__name__}
+    if not champions:
+        return {"ok": False, "error": "no champion model registered"}
+    loaded: dict[str, Any] = {}
+    ok = True
+    for version in champions:
+        try:
+            load_version(version)
+            loaded[version.use_case] = {"ok": True, "version": version.label}
+        except ApplicationError as exc:
+            ok = False
+            loaded[version.use_case] = {"ok": False, "version": version.label, "error": exc.message}
+    return {"ok": ok, "champions": loaded}
+
+
+@never_cache
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    checks = {"database": _check_database(), "broker": _check_broker()}
+    checks["models"] = _check_models() if checks["database"]["ok"] else {"ok": False, "error": "database down"}
+    ready = all(check["ok"] for check in checks.values())
+    return JsonResponse({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)

@@ -1,0 +1,1 @@
+"""Patients and their observations arrive with the data-ingestion work (CSV import, FHIR sync)."""

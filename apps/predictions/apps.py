@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class PredictionsConfig(AppConfig):
+    name = "apps.predictions"
+    label = "predictions"
+    verbose_name = "Predictions"

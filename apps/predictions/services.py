@@ -1,0 +1,187 @@
+"""The prediction service: validate, infer on the champion's ONNX session, explain, then store the prediction
+and its audit event in one transaction. Views and API views only call these functions."""
+
+import math
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+
+from apps.audit.actors import Actor
+from apps.audit.services import audit_event_record
+from apps.core.exceptions import ApplicationError, ServiceUnavailable
+from apps.registry.loader import LoadedModel, champion_model
+from apps.registry.selectors import use_case_is_known
+from ml.validation import RecordResult, validate_record
+
+from . import metrics
+from .models import Prediction
+
+
+@dataclass(frozen=True)
+class PredictionRequest:
+    use_case: str
+    features: Mapping[str, Any]
+    patient_ref: str = ""
+
+
+@dataclass(frozen=True)
+class _Scored:
+    request: PredictionRequest
+    canonical: dict[str, float | None]
+    imputed: list[str]
+    probability: float
+    contributions: np.ndarray
+
+
+def risk_band(probability: float, threshold: float) -> str:
+    """High at or above the model's decision threshold, moderate from half the threshold, low below that."""
+    if probability >= threshold:
+        return Prediction.RiskBand.HIGH
+    if probability >= threshold / 2:
+        return Prediction.RiskBand.MODERATE
+    return Prediction.RiskBand.LOW
+
+
+def _champion(use_case: str) -> LoadedModel:
+    model = champion_model(use_case)
+    if model is not None:
+        return model
+    if use_case_is_known(use_case=use_case):
+        raise ServiceUnavailable(f"No champion model is live for use case '{use_case}'.", code="no_champion")
+    raise ApplicationError(f"Unknown use case '{use_case}'.", code="unknown_use_case",
+                           fields={"use_case": [f"'{use_case}' has no registered model."]})
+
+
+def _score(model: LoadedModel, validated: Sequence[tuple[PredictionRequest, RecordResult]]) -> list[_Scored]:
+    rows = [
+        [math.nan if result.values[name] is None else result.values[name] for name in model.feature_order]
+        for _request, result in validated
+    ]
+    x = np.asarray(rows, dtype=np.float32)
+    started = time.perf_counter()
+    probabilities = model.predict_proba(x)
+    contributions = model.explain(x)
+    metrics.INFERENCE_SECONDS.labels(model.use_case).observe(time.perf_counter() - started)
+    return [
+        _Scored(request, result.values, list(result.missing), float(probabilities[i]), contributions[i])
+        for i, (request, result) in enumerate(validated)
+    ]
+
+
+def validation_errors(*, use_case: str, features: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Field errors for one request against the live model's spec (empty when valid)."""
+    model = _champion(use_case)
+    result = validate_record(model.spec, features)
+    if not result.ok:
+        metrics.REJECTIONS.labels(use_case, "invalid_features").inc()
+    return dict(result.errors)
+
+
+def _explanation(model: LoadedModel, scored: _Scored) -> list[dict[str, Any]]:
+    by_name = {feature.name: feature for feature in model.spec.features}
+    items = [
+        {
+            "feature": name,
+            "label": by_name[name].label,
+            "value": scored.canonical[name],
+            "unit": by_name[name].unit,
+            "contribution": round(float(scored.contributions[i]), 6),
+        }
+        for i, name in enumerate(model.feature_order)
+    ]
+    return sorted(items, key=lambda item: abs(item["contribution"]), reverse=True)
+
+
+def _store(model: LoadedModel, scored: _Scored, *, actor: Actor, channel: str, source_ip: str | None) -> Prediction:
+    prediction_id = uuid.uuid4()
+    band = risk_band(scored.probability, model.threshold)
+    positive = scored.probability >= model.threshold
+    explanation = _explanation(model, scored)
+    event = audit_event_record(
+        actor=actor,
+        action="prediction.create",
+        object_type="prediction",
+        object_id=str(prediction_id),
+        patient_ref=scored.request.patient_ref,
+        model_version=model.label,
+        model_sha256=model.sha256,
+        inputs={"features": scored.request.features, "canonical": scored.canonical},
+        output={"probability": scored.probability, "threshold": model.threshold, "risk_band": band,
+                "positive": positive, "imputed": scored.imputed, "channel": channel},
+        source_ip=source_ip,
+    )
+    return Prediction.objects.create(
+        id=prediction_id,
+        created_at=event.created_at,
+        use_case=model.use_case,
+        model_version_id=model.version_id,
+        model_label=model.label,
+        model_sha256=model.sha256,
+        patient_ref=scored.request.patient_ref,
+        inputs=event.inputs["features"],
+        features=scored.canonical,
+        probability=scored.probability,
+        threshold=model.threshold,
+        risk_band=band,
+        positive=positive,
+        explanation=explanation,
+        imputed=scored.imputed,
+        channel=channel,
+        requested_by_id=actor.user_id,
+        actor=actor.label,
+        request_id=event.request_id,
+        audit_seq=event.seq,
+    )
+
+
+def prediction_create_many(
+    *, requests: Sequence[PredictionRequest], actor: Actor, channel: str, source_ip: str | None = None
+) -> list[Prediction]:
+    """All-or-nothing: every request is validated before anything is scored, and every prediction is stored with
+    its audit event in one transaction. Raises ApplicationError with per-element field errors."""
+    errors: dict[str, Any] = {}
+    models: dict[str, LoadedModel] = {}
+    validated: list[tuple[PredictionRequest, RecordResult]] = []
+    for index, request in enumerate(requests):
+        try:
+            model = models.get(request.use_case) or _champion(request.use_case)
+        except ApplicationError as exc:
+            if isinstance(exc, ServiceUnavailable):
+                raise
+            errors[str(index)] = exc.fields
+            continue
+        models[request.use_case] = model
+        result = validate_record(model.spec, request.features)
+        if not result.ok:
+            metrics.REJECTIONS.labels(request.use_case, "invalid_features").inc()
+            errors[str(index)] = dict(result.errors)
+        validated.append((request, result))
+    if errors:
+        if len(requests) == 1:
+            raise ApplicationError("Some features are invalid.", code="invalid_features", fields=errors["0"])
+        raise ApplicationError("Some predictions in the batch are invalid; nothing was stored.",
+                               code="invalid_features", fields=errors)
+
+    scored: list[tuple[LoadedModel, _Scored]] = []
+    for use_case, model in models.items():
+        group = [pair for pair in validated if pair[0].use_case == use_case]
+        scored.extend((model, s) for s in _score(model, group))
+    order = {id(r): i for i, r in enumerate(requests)}
+    scored.sort(key=lambda pair: order[id(pair[1].request)])
+
+    with transaction.atomic():
+        predictions = [_store(m, s, actor=actor, channel=channel, source_ip=source_ip) for m, s in scored]
+    for prediction in predictions:
+        metrics.PREDICTIONS.labels(prediction.use_case, prediction.model_label, prediction.risk_band, channel).inc()
+    return predictions
+
+
+def prediction_create(
+    *, request: PredictionRequest, actor: Actor, channel: str, source_ip: str | None = None
+) -> Prediction:
+    return prediction_create_many(requests=[request], actor=actor, channel=channel, source_ip=source_ip)[0]

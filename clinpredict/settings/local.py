@@ -1,0 +1,7 @@
+"""Local development and the `make run` demo: DEBUG on, a development key, SQLite and eager Celery by default."""
+
+from .base import *  # noqa: F403
+from .base import env
+
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-local-development-key-not-for-production")
