@@ -38,11 +38,11 @@ def trained_dir(tmp_path_factory: pytest.TempPathFactory, pima_csv: Path) -> Pat
     """One real `ml train` output folder (fast settings) shared by the session. Treat as read-only."""
     from ml.pipeline import train_run
     from ml.schema import UseCaseSpec
-    from ml.training import DEFAULT_XGB_GRID, TrainConfig
+    from ml.training import TrainConfig
 
     out = tmp_path_factory.mktemp("runs") / "diabetes"
     train_run(spec=UseCaseSpec.load(DIABETES_SPEC), data_path=pima_csv, out_dir=out, seed=7,
-              config=TrainConfig(cv_folds=3, bootstrap=200, xgb_grid=DEFAULT_XGB_GRID[:1]), tracking=False)
+              config=TrainConfig.fast(), tracking=False)
     return out
 
 

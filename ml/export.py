@@ -1,0 +1,249 @@
+"""Export: joblib of the whole fitted model, ONNX of the whole model (pipeline + calibration), parity check, sha256.
+
+ONNX contract: input ``features`` float32 (n, n_features) in canonical units, spec order, NaN for missing; output
+``probabilities`` float32 (n, 2), column 1 = positive class (calibrated when the model is).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+from ml.model import LOGIT_EPS, ClinicalModel
+
+ONNX_INPUT_NAME = "features"
+ONNX_OUTPUT_NAME = "probabilities"
+TARGET_OPSET: dict[str, int] = {"": 17, "ai.onnx.ml": 3}
+PARITY_TOLERANCE = 1e-5
+
+
+class ExportError(RuntimeError):
+    """The ONNX export failed or does not reproduce the fitted model."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_joblib(model: ClinicalModel, path: Path) -> Path:
+    joblib.dump(model, path, compress=3)
+    return path
+
+
+def load_joblib(path: Path) -> Any:
+    """Load the fitted object written by ``ml train`` (a ``ml.model.ClinicalModel``). Only load trusted files."""
+    return joblib.load(path)
+
+
+def predict_proba(model: Any, X: np.ndarray) -> np.ndarray:
+    """Positive-class probability (n,) from the joblib model for canonical-unit rows (NaN = missing)."""
+    return np.asarray(model.predict_proba(np.asarray(X, dtype=np.float64))[:, 1], dtype=np.float64)
+
+
+_XGB_REGISTERED = False
+
+
+def _register_xgboost_converter() -> None:
+    global _XGB_REGISTERED
+    if _XGB_REGISTERED:
+        return
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+    from xgboost import XGBClassifier
+
+    update_registered_converter(
+        XGBClassifier,
+        "XGBoostXGBClassifier",
+        calculate_linear_classifier_output_shapes,
+        convert_xgboost,
+        options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
+    )
+    _XGB_REGISTERED = True
+
+
+def to_onnx(model: ClinicalModel, *, doc: str = "") -> Any:
+    """Convert the whole model to an ONNX ModelProto (deterministic for a given fitted model)."""
+    import onnx
+    from onnx import TensorProto, helper
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    _register_xgboost_converter()
+    pipeline = model.pipeline
+    final = pipeline.steps[-1][1] if hasattr(pipeline, "steps") else pipeline
+    n = len(model.feature_names)
+    try:
+        onx = convert_sklearn(
+            pipeline,
+            initial_types=[(ONNX_INPUT_NAME, FloatTensorType([None, n]))],
+            target_opset=TARGET_OPSET,
+            options={id(final): {"zipmap": False}},
+        )
+    except Exception as exc:  # converters raise many types; report one
+        raise ExportError(f"ONNX conversion failed: {type(exc).__name__}: {exc}") from exc
+
+    graph = onx.graph
+    prob_out = next(o.name for o in graph.output if "prob" in o.name)
+    raw = "raw_probabilities"
+    for node in graph.node:
+        node.output[:] = [raw if o == prob_out else o for o in node.output]
+        node.input[:] = [raw if i == prob_out else i for i in node.input]
+    del graph.output[:]
+
+    nodes: list[Any] = []
+    inits: list[Any] = []
+
+    def const(name: str, value: Any, dtype: Any = np.float64) -> str:
+        arr = np.asarray(value, dtype=dtype)
+        inits.append(onnx.numpy_helper.from_array(arr, name=name))
+        return name
+
+    cal = model.calibrator
+    if cal is None:
+        nodes.append(helper.make_node("Identity", [raw], [ONNX_OUTPUT_NAME], name="cp_identity"))
+    else:
+        # Work in float64 so the calibration adds no float32 rounding of its own.
+        nodes.append(helper.make_node("Cast", [raw], ["cp_raw64"], to=TensorProto.DOUBLE, name="cp_cast64"))
+        nodes.append(
+            helper.make_node(
+                "Slice",
+                ["cp_raw64", const("cp_one_i", [1], np.int64), const("cp_two_i", [2], np.int64),
+                 const("cp_axis_i", [1], np.int64)],
+                ["cp_p"],
+                name="cp_slice",
+            )
+        )
+        nodes.append(
+            helper.make_node(
+                "Clip", ["cp_p", const("cp_lo", LOGIT_EPS), const("cp_hi", 1 - LOGIT_EPS)], ["cp_pc"], name="cp_clip"
+            )
+        )
+        if cal.method == "sigmoid":
+            nodes += [
+                helper.make_node("Sub", [const("cp_one", 1.0), "cp_pc"], ["cp_q"], name="cp_q"),
+                helper.make_node("Log", ["cp_pc"], ["cp_logp"], name="cp_logp"),
+                helper.make_node("Log", ["cp_q"], ["cp_logq"], name="cp_logq"),
+                helper.make_node("Sub", ["cp_logp", "cp_logq"], ["cp_logit"], name="cp_logit"),
+                helper.make_node("Mul", ["cp_logit", const("cp_a", cal.a)], ["cp_az"], name="cp_mul"),
+                helper.make_node("Add", ["cp_az", const("cp_b", cal.b)], ["cp_z"], name="cp_add"),
+                helper.make_node("Sigmoid", ["cp_z"], ["cp_cal"], name="cp_sigmoid"),
+            ]
+        elif cal.method == "isotonic":
+            x = np.asarray(cal.x, dtype=np.float64)
+            y = np.asarray(cal.y, dtype=np.float64)
+            if x.size < 2:
+                nodes.append(
+                    helper.make_node(
+                        "Mul", ["cp_pc", const("cp_zero", 0.0)], ["cp_zeros"], name="cp_zeros"
+                    )
+                )
+                nodes.append(
+                    helper.make_node("Add", ["cp_zeros", const("cp_y0", y[0] if y.size else 0.0)], ["cp_cal"])
+                )
+            else:
+                slopes = np.diff(y) / np.diff(x)
+                nodes += [
+                    helper.make_node("Min", ["cp_pc", const("cp_xhi", x[1:].reshape(1, -1))], ["cp_min"],
+                                     name="cp_min"),
+                    helper.make_node("Max", ["cp_min", const("cp_xlo", x[:-1].reshape(1, -1))], ["cp_max"],
+                                     name="cp_max"),
+                    helper.make_node("Sub", ["cp_max", "cp_xlo"], ["cp_seg"], name="cp_seg"),
+                    helper.make_node("MatMul", ["cp_seg", const("cp_slopes", slopes.reshape(-1, 1))], ["cp_inc"],
+                                     name="cp_matmul"),
+                    helper.make_node("Add", ["cp_inc", const("cp_y0", y[0])], ["cp_cal"], name="cp_add"),
+                ]
+        else:
+            raise ExportError(f"cannot export calibration method {cal.method!r}")
+        nodes += [
+            helper.make_node("Cast", ["cp_cal"], ["cp_p1"], to=TensorProto.FLOAT, name="cp_cast32"),
+            helper.make_node("Sub", [const("cp_one_f", 1.0, np.float32), "cp_p1"], ["cp_p0"], name="cp_p0"),
+            helper.make_node("Concat", ["cp_p0", "cp_p1"], [ONNX_OUTPUT_NAME], axis=1, name="cp_concat"),
+        ]
+    graph.node.extend(nodes)
+    graph.initializer.extend(inits)
+    graph.output.append(helper.make_tensor_value_info(ONNX_OUTPUT_NAME, TensorProto.FLOAT, [None, 2]))
+    # Drop nodes whose outputs nobody uses any more (the argmax label branch).
+    _prune(graph)
+    onx.doc_string = doc
+    onx.graph.name = f"clinpredict_{model.model_type}"  # skl2onnx names graphs with a random uuid
+    onx.producer_name = "clinpredict-ml"
+    onx.producer_version = "1"
+    onx.model_version = 1
+    onnx.checker.check_model(onx)
+    return onx
+
+
+def _prune(graph: Any) -> None:
+    needed = {o.name for o in graph.output}
+    keep: list[Any] = []
+    for node in reversed(list(graph.node)):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    keep.reverse()
+    del graph.node[:]
+    graph.node.extend(keep)
+    used_inits = [i for i in graph.initializer if i.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(used_inits)
+
+
+def save_onnx(onx: Any, path: Path) -> Path:
+    Path(path).write_bytes(onx.SerializeToString(deterministic=True))
+    return path
+
+
+def onnx_session(path_or_bytes: Path | bytes) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    src = path_or_bytes if isinstance(path_or_bytes, bytes) else str(path_or_bytes)
+    return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def onnx_predict(session: Any, X: np.ndarray) -> np.ndarray:
+    """Positive-class probability (n,) from an onnxruntime session."""
+    out = session.run([ONNX_OUTPUT_NAME], {ONNX_INPUT_NAME: np.asarray(X, dtype=np.float32)})[0]
+    return np.asarray(out[:, 1], dtype=np.float64)
+
+
+def parity_rows(X: np.ndarray, seed: int, missing_fraction: float = 0.3) -> np.ndarray:
+    """The rows the parity check runs on: ``X`` itself plus a copy with ~30% of values set to NaN (fixed seed), so
+    missing values are always exercised even when the test part has none."""
+    rng = np.random.default_rng(seed)
+    holes = np.array(X, dtype=np.float64, copy=True)
+    holes[rng.random(holes.shape) < missing_fraction] = np.nan
+    return np.vstack([np.asarray(X, dtype=np.float64), holes])
+
+
+def parity_check(model: ClinicalModel, onnx_bytes: bytes, X: np.ndarray,
+                 tolerance: float = PARITY_TOLERANCE) -> dict[str, Any]:
+    """max |p_joblib - p_onnx| over rows X. Raises ExportError when above ``tolerance``."""
+    session = onnx_session(onnx_bytes)
+    p_model = model.predict_proba(X)[:, 1]
+    p_onnx = onnx_predict(session, X)
+    diff = np.abs(p_model - p_onnx)
+    max_diff = float(diff.max()) if diff.size else 0.0
+    result = {
+        "max_abs_diff": max_diff,
+        "n_rows": int(X.shape[0]),
+        "n_rows_with_missing": int(np.isnan(X).any(axis=1).sum()),
+        "tolerance": tolerance,
+    }
+    if not np.isfinite(max_diff) or max_diff > tolerance:
+        raise ExportError(
+            f"ONNX parity check failed: max |p_joblib - p_onnx| = {max_diff:.3g} > {tolerance:g} "
+            f"over {X.shape[0]} rows"
+        )
+    return result
