@@ -5,11 +5,13 @@ from typing import Any
 
 from django import forms
 
+from apps.core.units import unit_display
 from ml.schema import FeatureSpec, UseCaseSpec
 
 
 def _help_text(feature: FeatureSpec) -> str:
-    unit = f" {feature.unit}" if feature.unit and feature.unit != "1" else ""
+    shown = unit_display(feature.unit)
+    unit = f" {shown}" if shown else ""
     parts = []
     if feature.min is not None and feature.max is not None:
         parts.append(f"Plausible range {feature.min:g}–{feature.max:g}{unit}.")
@@ -31,7 +33,7 @@ class PredictionForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.spec = spec
         for feature in spec.features:
-            accepted = ", ".join(feature.accepted_units)
+            accepted_shown = ", ".join(unit_display(unit) for unit in feature.accepted_units)
             self.fields[feature.name] = forms.FloatField(
                 label=feature.label,
                 required=False,
@@ -42,9 +44,9 @@ class PredictionForm(forms.Form):
             if len(feature.accepted_units) > 1:
                 self.fields[unit_field_name(feature.name)] = forms.ChoiceField(
                     label=f"Unit of {feature.label.lower()}",
-                    choices=[(unit, unit) for unit in feature.accepted_units],
+                    choices=[(unit, unit_display(unit)) for unit in feature.accepted_units],
                     initial=feature.unit,
-                    help_text=f"Accepted units: {accepted}",
+                    help_text=f"Accepted units: {accepted_shown}",
                 )
 
     def feature_rows(self) -> list[tuple[forms.BoundField, forms.BoundField | None]]:

@@ -67,6 +67,7 @@ def prediction_detail(request: HttpRequest, prediction_id: UUID) -> HttpResponse
     except Prediction.DoesNotExist as exc:
         raise Http404("No such prediction.") from exc
     spec = prediction.model_version.manifest["spec"]
+    labels = {feature["name"]: feature.get("label", feature["name"]) for feature in spec.get("features", [])}
     max_abs = max((abs(item["contribution"]) for item in prediction.explanation), default=0.0) or 1.0
     factors = [
         {**item, "width": round(100 * abs(item["contribution"]) / max_abs, 1),
@@ -77,5 +78,6 @@ def prediction_detail(request: HttpRequest, prediction_id: UUID) -> HttpResponse
         "prediction": prediction,
         "factors": factors,
         "intended_use": spec.get("intended_use", ""),
+        "imputed_labels": [labels.get(name, name) for name in prediction.imputed],
         "outcome_label": spec.get("outcome", {}).get("label", prediction.use_case),
     })

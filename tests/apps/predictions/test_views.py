@@ -37,7 +37,7 @@ def test_form_shows_fields_with_units(champion: Any, clinician_client: Client) -
     page = clinician_client.get("/predict/diabetes/").content.decode()
 
     assert 'name="glucose"' in page and 'name="glucose__unit"' in page
-    assert "mmol/L" in page and "kg/m2" in page
+    assert '<option value="mmol/L">mmol/L</option>' in page and "kg/m²" in page and "years" in page
     assert "Plausible range 40–400 mg/dL" in page
 
 
