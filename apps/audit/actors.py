@@ -33,4 +33,6 @@ def actor_from_request(request: Any) -> Actor:
 
 
 def source_ip_from_request(request: Any) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+    from apps.core.net import client_ip
+
+    return client_ip(request)

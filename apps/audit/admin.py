@@ -3,7 +3,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from .models import AuditEvent
+from .models import AuditBackup, AuditChainVerification, AuditEvent
 
 
 @admin.register(AuditEvent)
@@ -23,3 +23,25 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AuditChainVerification)
+class AuditChainVerificationAdmin(_ReadOnlyAdmin):
+    list_display = ("created_at", "ok", "event_count", "head_seq", "broken_seq", "trigger", "duration_seconds")
+    list_filter = ("ok", "trigger")
+
+
+@admin.register(AuditBackup)
+class AuditBackupAdmin(_ReadOnlyAdmin):
+    list_display = ("created_at", "first_seq", "last_seq", "event_count", "file_name", "key_id")

@@ -58,3 +58,49 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise PermissionError("audit events are append-only")
+
+
+class AuditChainVerification(models.Model):
+    """One run of the chain verifier. The latest row is what /metrics reports, whichever process ran it, and its
+    head is the anchor the next run checks (so deleting the newest events is noticed too)."""
+
+    class Trigger(models.TextChoices):
+        COMMAND = "command", "Management command"
+        TASK = "task", "Periodic task"
+
+    created_at = models.DateTimeField(db_index=True)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices)
+    ok = models.BooleanField()
+    event_count = models.BigIntegerField()
+    head_seq = models.BigIntegerField(null=True, blank=True)
+    head_hash = models.CharField(max_length=64)
+    broken_seq = models.BigIntegerField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+    duration_seconds = models.FloatField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        get_latest_by = "created_at"
+
+    def __str__(self) -> str:
+        return f"{'OK' if self.ok else 'BROKEN'} {self.event_count} events at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class AuditBackup(models.Model):
+    """An encrypted backup file holding events first_seq..last_seq (inclusive)."""
+
+    created_at = models.DateTimeField()
+    first_seq = models.BigIntegerField()
+    last_seq = models.BigIntegerField(db_index=True)
+    event_count = models.BigIntegerField()
+    prev_hash = models.CharField(max_length=64)
+    head_hash = models.CharField(max_length=64)
+    file_name = models.CharField(max_length=255)
+    file_sha256 = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=32)
+
+    class Meta:
+        ordering = ["-last_seq"]
+
+    def __str__(self) -> str:
+        return f"{self.file_name} (#{self.first_seq}..#{self.last_seq})"

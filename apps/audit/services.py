@@ -1,6 +1,14 @@
-"""The one audit writer. Every audited change calls `audit_event_record` inside its own transaction."""
+"""The one audit writer, and the ledger's other writes: export records, verification runs, encrypted backups and
+their restore. Every audited change calls `audit_event_record` inside its own transaction."""
 
 import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 from django.db import connection, transaction
@@ -8,19 +16,40 @@ from django.utils import timezone
 
 from apps.core.context import request_id_var
 
+from . import backup as backup_file
 from .actors import Actor
 from .hashing import GENESIS_HASH, canonical_json, event_hash
-from .models import AuditEvent
+from .models import AuditBackup, AuditChainVerification, AuditEvent
+from .selectors import (
+    BACKUP_ACTION,
+    EXPORT_FIELDS,
+    AuditEventFilters,
+    audit_backup_last_seq,
+    audit_backup_verify,
+    audit_chain_anchor,
+    audit_chain_verify,
+    audit_event_rows,
+    audit_events_to_back_up,
+    audit_head,
+    chain_check,
+)
 
-# Any constant works; it names the one advisory lock that serialises chain appends on PostgreSQL.
+logger = logging.getLogger(__name__)
+
+# Any constants work; they name the advisory locks that serialise chain appends and backup runs on PostgreSQL.
 _AUDIT_CHAIN_LOCK_KEY = 0x436C696E50726564  # "ClinPred"
+_AUDIT_BACKUP_LOCK_KEY = 0x436C696E42616B75  # "ClinBaku"
+
+
+def _advisory_xact_lock(key: int) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+    # SQLite serialises writers on the database file (transactions BEGIN IMMEDIATE: settings/base.py).
 
 
 def _lock_chain() -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_AUDIT_CHAIN_LOCK_KEY])
-    # SQLite serialises writers on the database file, which is all the embedded default needs.
+    _advisory_xact_lock(_AUDIT_CHAIN_LOCK_KEY)
 
 
 def _normalise(value: Any) -> Any:
@@ -73,3 +102,162 @@ def audit_event_record(
 def audit_event_record_standalone(**kwargs: Any) -> AuditEvent:
     """For events that record no other write (a login, an export): its own short transaction."""
     return audit_event_record(**kwargs)
+
+
+# --- Exports --------------------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def audit_export_start(*, actor: Actor, export_format: str, filters: AuditEventFilters, channel: str,
+                       source_ip: str | None = None) -> AuditEvent:
+    """Record that an export starts, with its format and filters. The export then covers the events before this
+    one (seq < event.seq), so what was exported is fixed at the moment it was recorded."""
+    return audit_event_record(
+        actor=actor,
+        action="audit.export",
+        object_type="audit_export",
+        inputs={"format": export_format, "filters": filters.as_dict(), "channel": channel},
+        source_ip=source_ip,
+    )
+
+
+# --- Verification ---------------------------------------------------------------------------------------------
+
+
+def audit_chain_verification_run(*, trigger: str) -> AuditChainVerification:
+    """Verify the chain (anchored at the last good head) and store the result, which /metrics reports.
+    Runs the long read outside a transaction; only the result row is written. Not itself an audit event: the
+    verifier reports on the chain and must not keep extending it."""
+    started = time.perf_counter()
+    result = audit_chain_verify(anchor=audit_chain_anchor())
+    record = AuditChainVerification.objects.create(
+        created_at=timezone.now(),
+        trigger=trigger,
+        ok=result.ok,
+        event_count=result.count,
+        head_seq=result.head_seq,
+        head_hash=result.head_hash,
+        broken_seq=result.broken_seq,
+        reason=result.reason,
+        duration_seconds=round(time.perf_counter() - started, 3),
+    )
+    if result.ok:
+        logger.info("audit chain verified", extra={"events": result.count, "head_hash": result.head_hash})
+    else:
+        logger.error("audit chain broken", extra={"broken_seq": result.broken_seq, "reason": result.reason})
+    return record
+
+
+# --- Encrypted backups ----------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def audit_backup_create(*, actor: Actor, key: str, directory: Path, full: bool = False) -> AuditBackup | None:
+    """Write the events not yet backed up (all of them with `full`) to one encrypted file in `directory`, record
+    it, and audit it. Returns None when there is nothing new: the last backup's own event alone does not call for
+    a new file (it goes into the next one). Safe to rerun; concurrent runs queue on a lock."""
+    aes_key = backup_file.parse_key(key)
+    _advisory_xact_lock(_AUDIT_BACKUP_LOCK_KEY)
+    head_seq, head_hash = audit_head()
+    first_seq = 1 if full else audit_backup_last_seq() + 1
+    if head_seq < first_seq or not (full or audit_events_to_back_up(first_seq=first_seq)):
+        return None
+    prev_hash = GENESIS_HASH if first_seq == 1 else AuditEvent.objects.values_list("hash", flat=True).get(
+        seq=first_seq - 1)
+    count = head_seq - first_seq + 1
+    chunk_events = backup_file.CHUNK_EVENTS
+    now = timezone.now()
+    manifest = backup_file.Manifest(
+        created_at=now.isoformat(), first_seq=first_seq, last_seq=head_seq, count=count, prev_hash=prev_hash,
+        head_hash=head_hash, chunks=backup_file.chunks_for(count, chunk_events), chunk_events=chunk_events,
+        key_id=backup_file.key_id(aes_key),
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"audit-{first_seq:012d}-{head_seq:012d}-{now.astimezone(UTC):%Y%m%dT%H%M%S%fZ}.jsonl.aesgcm"
+    final, partial = directory / name, directory / f"{name}.partial"
+    sidecar = directory / f"{name}.manifest.json"
+    try:
+        with partial.open("xb") as out:
+            rows = audit_event_rows(filters=AuditEventFilters(seq_from=first_seq), up_to_seq=head_seq)
+            backup_file.write_backup(out, rows=rows, manifest=manifest, key=aes_key)
+            out.flush()
+            os.fsync(out.fileno())
+        digest = backup_file.file_sha256(partial)
+        os.replace(partial, final)
+        sidecar.write_text(json.dumps({**manifest.to_json(), "file": name, "file_sha256": digest}, indent=2) + "\n")
+        backup = AuditBackup.objects.create(
+            created_at=now, first_seq=first_seq, last_seq=head_seq, event_count=count, prev_hash=prev_hash,
+            head_hash=head_hash, file_name=name, file_sha256=digest, key_id=manifest.key_id,
+        )
+        audit_event_record(
+            actor=actor, action=BACKUP_ACTION, object_type="audit_backup", object_id=str(backup.pk),
+            inputs={"first_seq": first_seq, "last_seq": head_seq, "full": full},
+            output={"file": name, "file_sha256": digest, "events": count, "head_hash": head_hash,
+                    "key_id": manifest.key_id},
+        )
+    except BaseException:
+        for path in (partial, final, sidecar):
+            path.unlink(missing_ok=True)
+        raise
+    return backup
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    first_seq: int
+    last_seq: int
+    restored: int
+    head_hash: str
+    already_present: bool = False
+
+
+def _restore_rows(rows: Iterator[dict[str, Any]], batch_size: int = 2000) -> Iterator[dict[str, Any]]:
+    """Pass rows through to the chain check, inserting them in batches as they go (inside the caller's
+    transaction: a later failure rolls every batch back)."""
+    batch: list[AuditEvent] = []
+    for row in rows:
+        yield row
+        batch.append(AuditEvent(**{name: row[name] for name in EXPORT_FIELDS}))
+        if len(batch) >= batch_size:
+            AuditEvent.objects.bulk_create(batch)
+            batch = []
+    if batch:
+        AuditEvent.objects.bulk_create(batch)
+
+
+def audit_backup_restore(*, path: Path, key: str) -> RestoreResult:
+    """Append the events of one backup file to the ledger, verbatim (same seq, time and hashes). The file must
+    continue the database's chain exactly (restore files in order); every chunk is authenticated and the chain
+    checked before the transaction commits, so a wrong key or a damaged file restores nothing. A file whose
+    events are all present already is verified instead. No event of its own is appended: that would take the
+    sequence number the next backup file starts with."""
+    aes_key = backup_file.parse_key(key)
+    manifest = backup_file.read_manifest(path)
+    with transaction.atomic():
+        _lock_chain()
+        head_seq, head_hash = audit_head()
+        if head_seq >= manifest.last_seq:
+            check = audit_backup_verify(path=path, key=key)
+            if not check.ok:
+                raise backup_file.BackupError(
+                    f"{path.name}: events #{manifest.first_seq}..#{manifest.last_seq} are already in the database "
+                    f"but differ from the backup: {check.reason}", code="backup_mismatch")
+            return RestoreResult(manifest.first_seq, manifest.last_seq, 0, manifest.head_hash, already_present=True)
+        if head_seq != manifest.first_seq - 1 or head_hash != manifest.prev_hash:
+            raise backup_file.BackupError(
+                f"{path.name} holds #{manifest.first_seq}..#{manifest.last_seq}, but the database chain ends at "
+                f"#{head_seq} ({head_hash[:12]}...), so the file does not continue it; restore the backups in order "
+                f"(the next one must start at #{head_seq + 1} with prev_hash {head_hash[:12]}...).",
+                code="backup_out_of_order")
+        _manifest, rows = backup_file.read_backup(path, key=aes_key)
+        result = chain_check(_restore_rows(rows), first_seq=manifest.first_seq, prev_hash=manifest.prev_hash)
+        if not result.ok:
+            raise backup_file.BackupError(f"{path.name}: the backup's own chain is broken: {result.reason}; nothing "
+                                          "was restored.", code="backup_corrupt")
+        if result.count != manifest.count or result.head_hash != manifest.head_hash:
+            raise backup_file.BackupError(
+                f"{path.name}: holds {result.count} events ending at {result.head_hash[:12]}..., the manifest says "
+                f"{manifest.count} ending at {manifest.head_hash[:12]}...; nothing was restored.",
+                code="backup_corrupt")
+    return RestoreResult(manifest.first_seq, manifest.last_seq, result.count, result.head_hash)
+
