@@ -77,8 +77,8 @@ def test_promotion_archives_previous_champion_and_requires_reason(db: None, trai
     second.refresh_from_db()
     assert (first.status, second.status) == ("archived", "champion")
     events = list(AuditEvent.objects.filter(action="model.promote").order_by("seq"))
-    assert [e.inputs for e in events] == [{"reason": "first", "from": None},
-                                          {"reason": "better calibrated", "from": "diabetes@1"}]
+    assert [e.inputs for e in events] == [{"reason": "first", "from": None, "to": "diabetes@1"},
+                                          {"reason": "better calibrated", "from": "diabetes@1", "to": "diabetes@2"}]
     assert champion_model("diabetes").label == "diabetes@2"
 
 
@@ -103,3 +103,49 @@ def test_loaded_model_matches_the_joblib_pipeline(champion: Any) -> None:
     joblib_p = predict_proba(load_joblib(model_dir(champion) / "model.joblib"), x)
 
     assert np.max(np.abs(onnx_p - joblib_p)) <= 1e-5
+
+
+def test_registration_records_evidence_provenance_and_history(db: None, trained_dir: Path) -> None:
+    manifest = json.loads((trained_dir / "manifest.json").read_text())
+
+    version = model_version_register(source_dir=trained_dir, actor=ACTOR).version
+
+    test = manifest["metrics"]["test"]
+    assert (version.test_auroc, version.test_auroc_ci_low, version.test_auroc_ci_high) == (
+        test["auroc"], test["auroc_ci"][0], test["auroc_ci"][1])
+    assert version.calibration_slope == test["calibration_slope"]
+    assert version.split_sha256 == manifest["split_sha256"] and version.dataset_sha256 == manifest["dataset_sha256"]
+    assert version.artifacts["model_card.html"]["sha256"] == manifest["artifacts"]["model_card.html"]["sha256"]
+    assert {"plots/roc.png", "plots/calibration.png"} <= set(version.artifacts)
+    assert version.registered_by_actor == "system:tests" and version.source == str(trained_dir)
+    (change,) = version.status_changes.all()
+    event = AuditEvent.objects.get(action="model.register")
+    assert (change.from_status, change.to_status, change.kind, change.audit_seq) == ("", "candidate", "register",
+                                                                                    event.seq)
+
+
+def test_missing_plot_is_refused_and_leaves_nothing(db: None, model_dir_copy: Any, settings: Any) -> None:
+    folder = model_dir_copy()
+    (folder / "plots" / "calibration.png").unlink()
+
+    with pytest.raises(ApplicationError, match="artifact plots/calibration.png is listed in the manifest but missing"):
+        model_version_register(source_dir=folder, actor=ACTOR)
+
+    assert ModelVersion.objects.count() == 0 and not AuditEvent.objects.exists()
+    assert not any(Path(settings.MODEL_STORAGE_DIR).glob("*/*"))
+
+
+def test_register_model_command_reports_and_refuses_clearly(db: None, trained_dir: Path,
+                                                            model_dir_copy: Any) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    out = StringIO()
+    call_command("register_model", "--from", str(trained_dir), stdout=out)
+    call_command("register_model", "--from", str(trained_dir), stdout=out)
+    bad = model_dir_copy(onnx_parity_max_abs_diff=0.2)
+
+    with pytest.raises(CommandError, match="ONNX parity check failed"):
+        call_command("register_model", "--from", str(bad), stdout=out)
+    assert "registered diabetes@1" in out.getvalue() and "already registered as diabetes@1" in out.getvalue()
