@@ -1,0 +1,11 @@
+"""Clinician patient pages (server-rendered); the patient API is in api_urls.py."""
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("patients/", views.patient_list_view, name="patient-list"),
+    path("patients/<int:patient_id>/", views.patient_detail, name="patient-detail"),
+    path("patients/<int:patient_id>/predict/<slug:use_case>/", views.patient_predict, name="patient-predict"),
+]
