@@ -3,7 +3,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
-from .models import Prediction
+from .models import CdsClient, Prediction
 
 
 @admin.register(Prediction)
@@ -20,3 +20,12 @@ class PredictionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+@admin.register(CdsClient)
+class CdsClientAdmin(admin.ModelAdmin):
+    """EHRs allowed to call the CDS Hooks services, with the public keys their JWTs are signed with."""
+
+    list_display = ("name", "issuer", "active", "created_at")
+    list_filter = ("active",)
+    search_fields = ("name", "issuer")

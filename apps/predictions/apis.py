@@ -4,21 +4,27 @@ from typing import Any
 from uuid import UUID
 
 from django.conf import settings
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication, TokenMatchesOASRequirements
 from rest_framework import status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.audit.actors import actor_from_request, source_ip_from_request
+from apps.core.api import paginated
+from apps.core.exceptions import ApplicationError
 
+from .fhir import FHIRJSONRenderer, risk_assessment
+from .idempotency import prediction_create_idempotent, request_fingerprint, validate_key
 from .models import Prediction
 from .selectors import prediction_get, prediction_list
 from .serializers import PredictionFilterSerializer, PredictionInputSerializer, PredictionSerializer
-from .services import PredictionRequest, prediction_create_many
+from .services import PredictionRequest, patient_prediction_request, prediction_create_many
 
 
 class PredictionListCreateApi(APIView):
@@ -29,7 +35,14 @@ class PredictionListCreateApi(APIView):
         "POST": [["predictions:write"]],
     }
 
-    @extend_schema(request=PredictionInputSerializer, responses={201: PredictionSerializer})
+    @extend_schema(
+        request=PredictionInputSerializer,
+        responses={201: PredictionSerializer},
+        parameters=[OpenApiParameter(
+            "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+            description="Retry-safe key: the same key and body return the first response; another body gives 422.",
+        )],
+    )
     def post(self, request: Request) -> Response:
         data: Any = request.data
         many = isinstance(data, list)
@@ -42,20 +55,38 @@ class PredictionListCreateApi(APIView):
         if not serializer.is_valid():
             errors = serializer.errors
             raise ValidationError({str(i): e for i, e in enumerate(errors) if e} if many else errors[0])
-        requests = [
-            PredictionRequest(item["use_case"], item["features"], item.get("patient_id", "").strip())
-            for item in serializer.validated_data
-        ]
-        predictions = prediction_create_many(
-            requests=requests,
-            actor=actor_from_request(request),
-            channel=Prediction.Channel.API,
-            source_ip=source_ip_from_request(request),
-        )
+        requests, errors = [], {}
+        for index, item in enumerate(serializer.validated_data):
+            patient_ref = item.get("patient_id", "").strip()
+            if "features" in item:
+                requests.append(PredictionRequest(item["use_case"], item["features"], patient_ref))
+                continue
+            try:
+                requests.append(patient_prediction_request(use_case=item["use_case"], patient_ref=patient_ref))
+            except ApplicationError as exc:
+                if not exc.fields:
+                    raise
+                errors[str(index)] = exc.fields
+        if errors:
+            raise ApplicationError("Some predictions could not be prepared; nothing was stored.",
+                                   code="invalid_features", fields=errors if many else errors["0"])
+        actor, source_ip = actor_from_request(request), source_ip_from_request(request)
+        key = request.headers.get("Idempotency-Key")
+        replayed = False
+        if key is None:
+            predictions = prediction_create_many(requests=requests, actor=actor, channel=Prediction.Channel.API,
+                                                 source_ip=source_ip)
+        else:
+            result = prediction_create_idempotent(
+                key=validate_key(key), fingerprint=request_fingerprint(data), requests=requests, many=many,
+                actor=actor, channel=Prediction.Channel.API, source_ip=source_ip,
+            )
+            predictions, replayed = result.predictions, result.replayed
         body = PredictionSerializer(predictions, many=True).data
-        return Response(body if many else body[0], status=status.HTTP_201_CREATED)
+        headers = {"Idempotent-Replayed": "true"} if replayed else {}
+        return Response(body if many else body[0], status=status.HTTP_201_CREATED, headers=headers)
 
-    @extend_schema(parameters=[PredictionFilterSerializer], responses={200: PredictionSerializer(many=True)})
+    @extend_schema(parameters=[PredictionFilterSerializer], responses={200: paginated(PredictionSerializer)})
     def get(self, request: Request) -> Response:
         filters = PredictionFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -72,15 +103,37 @@ class PredictionListCreateApi(APIView):
         return paginator.get_paginated_response(PredictionSerializer(page, many=True).data)
 
 
+def _get_or_404(prediction_id: UUID) -> Prediction:
+    try:
+        return prediction_get(prediction_id=prediction_id)
+    except Prediction.DoesNotExist as exc:
+        raise NotFound("No prediction with this id.") from exc
+
+
 class PredictionDetailApi(APIView):
+    """One prediction; `Accept: application/fhir+json` gives it as a FHIR R4 RiskAssessment."""
+
     authentication_classes = [OAuth2Authentication]
     permission_classes = [TokenMatchesOASRequirements]
     required_alternate_scopes = {"GET": [["predictions:read"]]}
+    renderer_classes = [JSONRenderer, FHIRJSONRenderer]
 
     @extend_schema(responses={200: PredictionSerializer})
     def get(self, request: Request, prediction_id: UUID) -> Response:
-        try:
-            prediction = prediction_get(prediction_id=prediction_id)
-        except Prediction.DoesNotExist as exc:
-            raise NotFound("No prediction with this id.") from exc
+        prediction = _get_or_404(prediction_id)
+        if isinstance(request.accepted_renderer, FHIRJSONRenderer):
+            return Response(risk_assessment(prediction))
         return Response(PredictionSerializer(prediction).data)
+
+
+class RiskAssessmentApi(APIView):
+    """`/fhir/RiskAssessment/{id}`: the same prediction as a FHIR R4 resource."""
+
+    authentication_classes = [OAuth2Authentication]
+    permission_classes = [TokenMatchesOASRequirements]
+    required_alternate_scopes = {"GET": [["predictions:read"]]}
+    renderer_classes = [FHIRJSONRenderer, JSONRenderer]
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, description="A FHIR R4 RiskAssessment resource.")
+    def get(self, request: Request, prediction_id: UUID) -> Response:
+        return Response(risk_assessment(_get_or_404(prediction_id)))

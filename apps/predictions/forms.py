@@ -1,12 +1,15 @@
 """The clinician's prediction form, built from the live model's use-case spec (fields in canonical units, with a
 unit selector where the use case accepts more than one unit)."""
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
+from django.core import signing
 
 from apps.core.units import unit_display
-from ml.schema import FeatureSpec, UseCaseSpec
+from ml.schema import FeatureSpec, UnitError, UseCaseSpec
 
 
 def _help_text(feature: FeatureSpec) -> str:
@@ -17,6 +20,13 @@ def _help_text(feature: FeatureSpec) -> str:
         parts.append(f"Plausible range {feature.min:g}–{feature.max:g}{unit}.")
     parts.append("Leave empty if unknown." if feature.allow_missing else "Required.")
     return " ".join(parts)
+
+
+def _range_shown(feature: FeatureSpec) -> str:
+    shown = unit_display(feature.unit)
+    if feature.min is not None and feature.max is not None:
+        return f"plausible range {feature.min:g}–{feature.max:g}{' ' + shown if shown else ''}"
+    return "any number"
 
 
 def unit_field_name(feature_name: str) -> str:
@@ -38,6 +48,7 @@ class PredictionForm(forms.Form):
                 label=feature.label,
                 required=False,
                 help_text=_help_text(feature),
+                error_messages={"invalid": f"enter a number ({_range_shown(feature)})"},
                 widget=forms.NumberInput(attrs={"step": "any", "inputmode": "decimal"}),
             )
             self.fields[feature.name].unit = feature.unit  # type: ignore[attr-defined]
@@ -70,3 +81,94 @@ class PredictionForm(forms.Form):
         for field, messages in errors.items():
             for message in messages:
                 self.add_error(field if field in self.fields else None, message)
+
+
+# --- "Predict for this patient": the assembled values for review ---------------------------------------------------
+
+REVIEW_SALT = "clinpredict.predictions.patient-review"
+REVIEW_MAX_AGE_SECONDS = 60 * 60
+
+
+@dataclass(frozen=True)
+class ReviewedValue:
+    """What the clinician was shown for one feature: the assembled value (canonical unit, None = missing) and the
+    FHIR reference it came from ("" when not from FHIR)."""
+
+    value: float | None
+    reference: str = ""
+
+
+def review_token(*, patient_id: int, use_case: str, values: dict[str, ReviewedValue]) -> str:
+    """A signed record of the values shown for review, so the submit can tell which values the clinician kept
+    (their FHIR references become the prediction's basis) without trusting anything else the browser sends."""
+    payload = {"patient": patient_id, "use_case": use_case,
+               "values": {name: [v.value, v.reference] for name, v in values.items()}}
+    return signing.dumps(payload, salt=REVIEW_SALT, compress=True)
+
+
+def _initial_number(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
+
+
+class PatientReviewForm(PredictionForm):
+    """The prediction form pre-filled with a patient's assembled values. The clinician may correct or complete any
+    value (with its unit); values kept as shown keep their FHIR reference in the prediction's basis."""
+
+    review = forms.CharField(widget=forms.HiddenInput)
+
+    def __init__(self, *args: Any, spec: UseCaseSpec, patient_id: int, **kwargs: Any) -> None:
+        super().__init__(*args, spec=spec, **kwargs)
+        del self.fields["patient_id"]  # the patient is known: the prediction carries their identifier
+        self.patient_id = patient_id
+
+    @classmethod
+    def initial_for(cls, *, spec: UseCaseSpec, patient_id: int, values: dict[str, ReviewedValue],
+                    original: dict[str, tuple[float | None, str]]) -> dict[str, Any]:
+        """Initial form data: each value as the source gave it when its unit is accepted (so an unchanged value
+        converts to exactly the stored canonical value), else in the canonical unit."""
+        initial: dict[str, Any] = {"review": review_token(patient_id=patient_id, use_case=spec.use_case,
+                                                          values=values)}
+        for feature in spec.features:
+            if len(feature.accepted_units) > 1:
+                initial[unit_field_name(feature.name)] = feature.unit
+            shown = values.get(feature.name)
+            if shown is None or shown.value is None:
+                continue
+            given, unit = original.get(feature.name, (None, ""))
+            if given is not None and unit in feature.accepted_units:
+                initial[feature.name] = _initial_number(given)
+                if len(feature.accepted_units) > 1:
+                    initial[unit_field_name(feature.name)] = unit
+            else:
+                initial[feature.name] = _initial_number(shown.value)
+        return initial
+
+    def clean_review(self) -> dict[str, ReviewedValue]:
+        try:
+            payload = signing.loads(self.cleaned_data["review"], salt=REVIEW_SALT, max_age=REVIEW_MAX_AGE_SECONDS)
+        except signing.SignatureExpired as exc:
+            raise forms.ValidationError("This review is more than an hour old: reload the page to see the patient's "
+                                        "current data, then submit again.") from exc
+        except signing.BadSignature as exc:
+            raise forms.ValidationError("The review data of this form is not valid: reload the page.") from exc
+        if payload.get("patient") != self.patient_id or payload.get("use_case") != self.spec.use_case:
+            raise forms.ValidationError("This review belongs to another patient or use case: reload the page.")
+        return {name: ReviewedValue(value, reference) for name, (value, reference) in payload["values"].items()}
+
+    def basis(self) -> tuple[str, ...]:
+        """FHIR references of the values submitted as they were shown (after unit conversion), sorted, unique."""
+        reviewed: dict[str, ReviewedValue] = self.cleaned_data["review"]
+        references = set()
+        for feature in self.spec.features:
+            shown = reviewed.get(feature.name)
+            submitted = self.cleaned_data.get(feature.name)
+            if shown is None or not shown.reference or shown.value is None or submitted is None:
+                continue
+            unit = self.cleaned_data.get(unit_field_name(feature.name)) or feature.unit
+            try:
+                canonical = feature.to_canonical(submitted, unit)
+            except UnitError:
+                continue
+            if math.isclose(canonical, shown.value, rel_tol=1e-9, abs_tol=1e-9):
+                references.add(shown.reference)
+        return tuple(sorted(references))

@@ -17,6 +17,7 @@ class Prediction(models.Model):
     class Channel(models.TextChoices):
         WEB = "web", "Web form"
         API = "api", "API"
+        CDS = "cds", "CDS Hooks"
         SYSTEM = "system", "System"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
@@ -34,6 +35,7 @@ class Prediction(models.Model):
     positive = models.BooleanField()
     explanation = models.JSONField()
     imputed = models.JSONField(default=list)
+    basis = models.JSONField(default=list, blank=True, help_text="FHIR references of the inputs, when from FHIR")
     channel = models.CharField(max_length=16, choices=Channel.choices)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
     actor = models.CharField(max_length=200, help_text="user:<name>, client:<client id> or system:<name>")
@@ -46,3 +48,34 @@ class Prediction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.model_label} p={self.probability:.3f} ({self.id})"
+
+
+class IdempotencyRecord(models.Model):
+    """The first answer to a POST carrying an Idempotency-Key, so a retry gets the same predictions back."""
+
+    actor = models.CharField(max_length=200)
+    key = models.CharField(max_length=255)
+    request_sha256 = models.CharField(max_length=64)
+    many = models.BooleanField()
+    prediction_ids = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["actor", "key"], name="predictions_unique_idempotency_key")]
+
+    def __str__(self) -> str:
+        return f"{self.actor} {self.key}"
+
+
+class CdsClient(models.Model):
+    """An EHR (CDS Hooks client) allowed to call our CDS services, with the public keys its JWTs are signed with.
+    Registered by staff in admin; calls whose JWT does not verify against these keys get 401."""
+
+    name = models.CharField(max_length=200)
+    issuer = models.CharField(max_length=512, unique=True, help_text="The `iss` claim of the client's JWTs")
+    jwks = models.JSONField(help_text='Public JSON Web Key Set of the client: {"keys": [...]} (ES384 or RS384)')
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.issuer})"

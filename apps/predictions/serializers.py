@@ -20,12 +20,23 @@ class StrictSerializer(serializers.Serializer):
 
 class PredictionInputSerializer(StrictSerializer):
     use_case = serializers.CharField(max_length=64)
-    patient_id = serializers.CharField(max_length=128, required=False, allow_blank=True, default="")
+    patient_id = serializers.CharField(
+        max_length=128, required=False, allow_blank=True, default="",
+        help_text="The patient's identifier. Without `features`, it must name a stored patient: the model's features "
+                  "are then assembled from that patient's latest observations.",
+    )
     features = serializers.DictField(
         child=serializers.JSONField(allow_null=True),
         allow_empty=False,
+        required=False,
         help_text='Feature name -> number in the canonical unit, {"value": number, "unit": str}, or null if unknown.',
     )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "features" not in attrs and not attrs.get("patient_id", "").strip():
+            raise serializers.ValidationError(
+                {"features": ["Send the features, or the patient_id of a stored patient to assemble them from."]})
+        return attrs
 
 
 class ExplanationItemSerializer(serializers.Serializer):

@@ -6,6 +6,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -14,8 +15,10 @@ from django.db import transaction
 from apps.audit.actors import Actor
 from apps.audit.services import audit_event_record
 from apps.core.exceptions import ApplicationError, ServiceUnavailable
+from apps.patients.selectors import patient_by_identifier, patient_features_assemble
 from apps.registry.loader import LoadedModel, champion_model
 from apps.registry.selectors import use_case_is_known
+from apps.registry.services import shadow_predictions_create
 from ml.validation import RecordResult, validate_record
 
 from . import metrics
@@ -27,6 +30,7 @@ class PredictionRequest:
     use_case: str
     features: Mapping[str, Any]
     patient_ref: str = ""
+    basis: tuple[str, ...] = ()  # FHIR references of the inputs (e.g. "Observation/123") when they came from FHIR
 
 
 @dataclass(frozen=True)
@@ -36,15 +40,6 @@ class _Scored:
     imputed: list[str]
     probability: float
     contributions: np.ndarray
-
-
-def risk_band(probability: float, threshold: float) -> str:
-    """High at or above the model's decision threshold, moderate from half the threshold, low below that."""
-    if probability >= threshold:
-        return Prediction.RiskBand.HIGH
-    if probability >= threshold / 2:
-        return Prediction.RiskBand.MODERATE
-    return Prediction.RiskBand.LOW
 
 
 def _champion(use_case: str) -> LoadedModel:
@@ -99,7 +94,7 @@ def _explanation(model: LoadedModel, scored: _Scored) -> list[dict[str, Any]]:
 
 def _store(model: LoadedModel, scored: _Scored, *, actor: Actor, channel: str, source_ip: str | None) -> Prediction:
     prediction_id = uuid.uuid4()
-    band = risk_band(scored.probability, model.threshold)
+    band = model.risk_band(scored.probability)  # the model's own bands (manifest `risk_bands`)
     positive = scored.probability >= model.threshold
     explanation = _explanation(model, scored)
     event = audit_event_record(
@@ -110,7 +105,8 @@ def _store(model: LoadedModel, scored: _Scored, *, actor: Actor, channel: str, s
         patient_ref=scored.request.patient_ref,
         model_version=model.label,
         model_sha256=model.sha256,
-        inputs={"features": scored.request.features, "canonical": scored.canonical},
+        inputs={"features": scored.request.features, "canonical": scored.canonical,
+                **({"basis": list(scored.request.basis)} if scored.request.basis else {})},
         output={"probability": scored.probability, "threshold": model.threshold, "risk_band": band,
                 "positive": positive, "imputed": scored.imputed, "channel": channel},
         source_ip=source_ip,
@@ -131,6 +127,7 @@ def _store(model: LoadedModel, scored: _Scored, *, actor: Actor, channel: str, s
         positive=positive,
         explanation=explanation,
         imputed=scored.imputed,
+        basis=list(scored.request.basis),
         channel=channel,
         requested_by_id=actor.user_id,
         actor=actor.label,
@@ -176,6 +173,10 @@ def prediction_create_many(
 
     with transaction.atomic():
         predictions = [_store(m, s, actor=actor, channel=channel, source_ip=source_ip) for m, s in scored]
+        # Shadow scoring (registry, issue 4): when a use case has a challenger, it scores the same validated rows;
+        # the result is stored and audited ("prediction.shadow") in this transaction and never returned. It never
+        # raises and never alters `predictions`: a challenger failure only rolls back its own savepoint.
+        shadow_predictions_create(predictions=predictions, actor=actor, source_ip=source_ip)
     for prediction in predictions:
         metrics.PREDICTIONS.labels(prediction.use_case, prediction.model_label, prediction.risk_band, channel).inc()
     return predictions
@@ -185,3 +186,15 @@ def prediction_create(
     *, request: PredictionRequest, actor: Actor, channel: str, source_ip: str | None = None
 ) -> Prediction:
     return prediction_create_many(requests=[request], actor=actor, channel=channel, source_ip=source_ip)[0]
+
+
+def patient_prediction_request(*, use_case: str, patient_ref: str, at: datetime | None = None) -> PredictionRequest:
+    """"Predict for this patient": the live model's features assembled from the patient's stored observations (latest
+    value in the look-back window, canonical units), with the FHIR Observations they came from as the basis."""
+    model = _champion(use_case)
+    patient = patient_by_identifier(identifier=patient_ref)
+    if patient is None:
+        raise ApplicationError(f"No patient with identifier '{patient_ref}'.", code="unknown_patient",
+                               fields={"patient_id": ["No stored patient has this identifier; send features instead."]})
+    assembled = patient_features_assemble(patient_id=patient.pk, spec=model.spec, at=at)
+    return PredictionRequest(use_case, assembled.features(), patient.identifier, tuple(assembled.basis))

@@ -6,4 +6,7 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("predict/<slug:use_case>/", views.predict, name="predict"),
     path("predictions/<uuid:prediction_id>/", views.prediction_detail, name="prediction-detail"),
+    path("predictions/<uuid:prediction_id>/outcome/", views.prediction_outcome, name="prediction-outcome"),
+    path("models/<slug:use_case>/<int:version>/", views.model_card, name="model-card"),
+    path("models/<slug:use_case>/<int:version>/plots/<str:name>", views.model_plot, name="model-plot"),
 ]

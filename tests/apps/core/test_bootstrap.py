@@ -6,11 +6,13 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from oauth2_provider.models import Application
 
+from apps.patients.models import Patient
 from apps.registry.models import ModelVersion
 
 
 @pytest.fixture
-def fast_bootstrap(monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Any, trained_dir: Any) -> None:
+def fast_bootstrap(monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Any, trained_dir: Any,
+                   pima_csv: Any) -> None:
     """Run bootstrap_demo against the session's already-trained folder instead of training again."""
     import shutil
 
@@ -18,7 +20,7 @@ def fast_bootstrap(monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Any
     run_dir = settings.VAR_DIR / "runs" / "diabetes-seed42"
     shutil.copytree(trained_dir, run_dir)
     (settings.VAR_DIR / "data").mkdir(parents=True)
-    (settings.VAR_DIR / "data" / "diabetes.csv").write_text("already here\n")
+    shutil.copy(pima_csv, settings.VAR_DIR / "data" / "diabetes.csv")
 
 
 def test_bootstrap_demo_twice_creates_everything_once(db: None, fast_bootstrap: None,
@@ -38,6 +40,8 @@ def test_bootstrap_demo_twice_creates_everything_once(db: None, fast_bootstrap: 
     assert all(u.check_password("demo-password-for-tests") for u in users)
     assert Application.objects.get().client_id == "demo-client"
     assert "a champion is live; nothing to do" in second.getvalue()
+    assert Patient.objects.filter(source="csv:demo").count() == 100
+    assert "demo patients are loaded; nothing to do" in second.getvalue()
 
 
 def test_bootstrap_without_password_generates_one_and_prints_it_once(db: None, fast_bootstrap: None,

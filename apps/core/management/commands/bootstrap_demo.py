@@ -26,11 +26,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, seed: int, **options: Any) -> None:
         use_case = settings.CLINPREDICT_DEFAULT_USE_CASE
         self._ensure_model(use_case, seed)
+        self._ensure_patients()
         self._ensure_users()
         self._ensure_client()
 
     def _ensure_model(self, use_case: str, seed: int) -> None:
-        from ml.datasets import write_pima_csv
         from ml.pipeline import train_run
         from ml.schema import UseCaseSpec
 
@@ -39,11 +39,7 @@ class Command(BaseCommand):
             return
         version = ModelVersion.objects.filter(use_case=use_case).order_by("-version").first()
         if version is None:
-            data = Path(settings.VAR_DIR) / "data" / "diabetes.csv"
-            if not data.exists():
-                data.parent.mkdir(parents=True, exist_ok=True)
-                write_pima_csv(data)
-                self.stdout.write(f"[data] wrote the Pima diabetes data set to {data}")
+            data = self._demo_data()
             run_dir = Path(settings.VAR_DIR) / "runs" / f"{use_case}-seed{seed}"
             if not (run_dir / "manifest.json").exists():
                 self.stdout.write(f"[train] training XGBoost on {data} (seed {seed}) into {run_dir} ...")
@@ -55,6 +51,37 @@ class Command(BaseCommand):
             self.stdout.write(f"[registry] registered {version.label}")
         model_version_promote(version_id=version.pk, actor=ACTOR, reason="Initial demo model (bootstrap_demo)")
         self.stdout.write(self.style.SUCCESS(f"[registry] {version.label} is champion"))
+
+    def _demo_data(self) -> Path:
+        from ml.datasets import write_pima_csv
+
+        data = Path(settings.VAR_DIR) / "data" / "diabetes.csv"
+        if not data.exists():
+            data.parent.mkdir(parents=True, exist_ok=True)
+            write_pima_csv(data)
+            self.stdout.write(f"[data] wrote the Pima diabetes data set to {data}")
+        return data
+
+    def _ensure_patients(self) -> None:
+        """A hundred demo patients (the first rows of the demo data) so clinicians have someone to look up."""
+        from apps.patients.selectors import patient_list
+        from apps.patients.services import patients_import_csv
+
+        if patient_list(source="csv:demo").exists():
+            self.stdout.write("[patients] demo patients are loaded; nothing to do")
+            return
+        demo = Path(settings.VAR_DIR) / "data" / "demo_patients.csv"
+        if not demo.exists():
+            lines = self._demo_data().read_text().splitlines(keepends=True)
+            demo.write_text("".join(lines[:101]))
+        result = patients_import_csv(spec=str(settings.CLINPREDICT_DEMO_SPEC), csv_path=demo, actor=ACTOR,
+                                     source_name="demo")
+        if not result.ok:
+            self.stderr.write(result.text())
+            return
+        counts = result.run.counts.get("rows", {})
+        self.stdout.write(f"[patients] imported {counts.get('patients_created', 0)} demo patients with "
+                          f"{counts.get('values_created', 0)} observations from {demo.name}")
 
     def _ensure_users(self) -> None:
         result = demo_users_ensure(password=os.environ.get("CLINPREDICT_DEMO_PASSWORD") or None)

@@ -1,0 +1,63 @@
+"""The OAuth2 token endpoint, hardened: repeated failed client authentications from one address are refused for a
+while (brute force on client secrets), and a token is issued in one transaction with its audit event."""
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from oauth2_provider import views as oauth2_views
+
+from apps.audit.actors import Actor
+from apps.audit.services import audit_event_record_standalone
+
+from .net import client_ip
+
+
+def _client_id(request: HttpRequest) -> str:
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "basic":
+        try:
+            return base64.b64decode(credentials).decode("utf-8", "replace").partition(":")[0][:100]
+        except (binascii.Error, ValueError):
+            return ""
+    return str(request.POST.get("client_id", ""))[:100]
+
+
+class TokenView(oauth2_views.TokenView):
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        client_id, address = _client_id(request), client_ip(request)
+        key = f"oauth2-token-failures:{client_id}:{address}"
+        if cache.get(key, 0) >= settings.TOKEN_FAILURE_LIMIT:
+            response = JsonResponse({"error": "slow_down", "error_description":
+                                     "Too many failed client authentications; try again later."}, status=429)
+            response["Retry-After"] = str(settings.TOKEN_LOCKOUT_SECONDS)
+            return response
+        with transaction.atomic():  # the token and its "oauth2.token_issued" audit event commit together
+            response = super().post(request, *args, **kwargs)
+        if response.status_code == 200:
+            cache.delete(key)
+        elif self._client_auth_failed(response):
+            failures = cache.get(key, 0) + 1
+            cache.set(key, failures, timeout=settings.TOKEN_LOCKOUT_SECONDS)
+            if failures == settings.TOKEN_FAILURE_LIMIT:
+                audit_event_record_standalone(
+                    actor=Actor(type="anonymous", id=""), action="oauth2.token_lockout",
+                    object_type="oauth2_application", inputs={"client_id": client_id},
+                    output={"failures": failures, "lockout_seconds": settings.TOKEN_LOCKOUT_SECONDS},
+                    source_ip=address,
+                )
+        return response
+
+    @staticmethod
+    def _client_auth_failed(response: HttpResponse) -> bool:
+        if response.status_code == 401:
+            return True
+        try:
+            return json.loads(response.content).get("error") == "invalid_client"
+        except (ValueError, AttributeError):
+            return False

@@ -1,0 +1,45 @@
+"""OpenAPI post-processing: every operation documents the one error shape the API answers with."""
+
+from typing import Any
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "fields"],
+            "properties": {
+                "code": {"type": "string", "description": "Stable machine-readable code"},
+                "message": {"type": "string", "description": "What went wrong, for a person"},
+                "fields": {"type": "object", "description": "Field (or batch index) -> messages",
+                           "additionalProperties": True},
+            },
+            "additionalProperties": True,
+        },
+    },
+}
+ERRORS = {
+    "400": "Invalid input: the fields say what was wrong and what is accepted",
+    "401": "Missing, invalid or expired credentials",
+    "403": "The token lacks the required scope",
+    "404": "Not found",
+    "412": "A precondition failed (e.g. the caller's FHIR server could not be read)",
+    "422": "Idempotency-Key reused with a different body",
+    "429": "Too many requests for this client; see Retry-After",
+    "503": "No live model, or the database is unavailable; retry later",
+}
+
+
+def add_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict[str, Any]:
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    ref = {"$ref": "#/components/schemas/Error"}
+    for path_item in result.get("paths", {}).values():
+        for method, operation in path_item.items():
+            if method not in {"get", "post", "put", "patch", "delete"}:
+                continue
+            responses = operation.setdefault("responses", {})
+            for status, description in ERRORS.items():
+                responses.setdefault(status, {"description": description,
+                                              "content": {"application/json": {"schema": ref}}})
+    return result
