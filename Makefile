@@ -29,6 +29,12 @@ $(VENV)/.dev-installed: requirements/base.txt requirements/ml.txt requirements/d
 	$(BIN)/python -m pip install --quiet -r requirements/dev.txt
 	@touch $@ $(VENV)/.ml-installed
 
+# The FHIR test server (sekmet-fhir) gets its own venv: its antlr4 runtime conflicts with dvc's (see the file).
+$(VENV)/fhir-server/.installed: requirements/fhir-server.txt | $(BIN)/python
+	$(BIN)/python -m venv $(VENV)/fhir-server
+	$(VENV)/fhir-server/bin/python -m pip install --quiet -r requirements/fhir-server.txt
+	@touch $@
+
 run: $(VENV)/.ml-installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py bootstrap_demo
@@ -47,18 +53,18 @@ serve: $(VENV)/.ml-installed
 	DJANGO_SETTINGS_MODULE=clinpredict.settings.production ALLOWED_HOSTS=$${ALLOWED_HOSTS:-127.0.0.1,localhost} \
 	  SECURE_SSL_REDIRECT=$${SECURE_SSL_REDIRECT:-false} \
 	  $(BIN)/gunicorn clinpredict.wsgi:application --bind 127.0.0.1:$(PORT) --workers $(WEB_CONCURRENCY) \
-	  --access-logfile - --worker-tmp-dir /dev/shm
+	  --access-logfile - --access-logformat '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms' --worker-tmp-dir /dev/shm
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
-test: $(VENV)/.dev-installed
+test: $(VENV)/.dev-installed $(VENV)/fhir-server/.installed
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
-bench: $(VENV)/.dev-installed
+bench: $(VENV)/.dev-installed $(VENV)/fhir-server/.installed
 	$(BIN)/python -m benchmarks
 
 clean-var:

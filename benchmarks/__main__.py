@@ -5,7 +5,7 @@ import sys
 
 from . import report
 
-BENCHMARKS = ["training"]
+BENCHMARKS = ["training", "fhir_sync", "audit_export"]
 
 
 def main(argv: list[str]) -> None:

@@ -103,12 +103,38 @@ def champion(db: None, trained_dir: Path) -> Any:
     return model_version_promote(version_id=version.pk, actor=actor, reason="test champion")
 
 
+# Every data migration that shapes the roles, in migration order.
+ROLE_MIGRATIONS = [
+    ("apps.core.migrations.0001_roles", "create_roles"),
+    ("apps.patients.migrations.0002_roles", "grant"),
+]
+
+
+def ensure_roles() -> None:
+    """Transactional tests flush every table, including the groups the roles migration created; put them back
+    with the migration's own code so tests see exactly the production roles."""
+    import importlib
+
+    from django.apps import apps
+
+    if not Group.objects.filter(name="Clinicians").exists():
+        for module, function in ROLE_MIGRATIONS:
+            getattr(importlib.import_module(module), function)(apps, None)
+
+
 def _user_in(group: str, username: str, *, staff: bool = False) -> Any:
     from django.contrib.auth import get_user_model
 
+    ensure_roles()
     user = get_user_model().objects.create_user(username=username, password="a-long-test-password", is_staff=staff)
     user.groups.add(Group.objects.get(name=group))
     return user
+
+
+@pytest.fixture
+def user_in_group() -> Callable[..., Any]:
+    """`user_in_group(group, username)`: for tests on `transactional_db` (the live server), which cannot use `db`."""
+    return _user_in
 
 
 @pytest.fixture
@@ -147,14 +173,18 @@ def api_client(oauth_app: Any) -> Callable[[str], Client]:
     from datetime import timedelta
 
     from django.utils import timezone
-    from oauth2_provider.models import AccessToken
+    from oauth2_provider.models import AccessToken, set_token_value
+
+    made: set[str] = set()
 
     def make(scopes: str) -> Client:
-        token = AccessToken.objects.create(
-            application=oauth_app, token=f"tok-{scopes.replace(' ', '-').replace(':', '_')}", scope=scopes,
-            expires=timezone.now() + timedelta(hours=1),
-        )
-        return Client(HTTP_AUTHORIZATION=f"Bearer {token.token}")
+        raw = f"tok-{scopes.replace(' ', '-').replace(':', '_')}"
+        if raw not in made:
+            token = AccessToken(application=oauth_app, scope=scopes, expires=timezone.now() + timedelta(hours=1))
+            set_token_value(token, raw)  # stored hashed at rest (RFC 9700 token storage)
+            token.save()
+            made.add(raw)
+        return Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
 
     return make
 
@@ -162,3 +192,56 @@ def api_client(oauth_app: Any) -> Callable[[str], Client]:
 @pytest.fixture
 def valid_features() -> dict[str, Any]:
     return json.loads(json.dumps(VALID_FEATURES))
+
+
+@pytest.fixture(autouse=True)
+def _audit_table_flushable() -> None:
+    """The audit table rejects TRUNCATE/DELETE (append-only triggers); let Django's reset after transactional
+    tests through. No database access here: it only wraps the connection (apps/audit/testing.py)."""
+    from apps.audit.testing import allow_test_flush
+
+    allow_test_flush()
+
+
+FHIR_HELPERS = REPO / "tests" / "fhir" / "sekmet.py"
+
+
+def load_fhir_helpers() -> Any:
+    """tests/fhir/sekmet.py, loaded by path: site-packages already has an unrelated top-level `tests` package."""
+    import importlib.util
+    import sys
+
+    name = "clinpredict_tests_fhir_sekmet"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, FHIR_HELPERS)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+load_fhir_helpers()
+
+
+@pytest.fixture(scope="session")
+def fhir_helpers() -> Any:
+    return load_fhir_helpers()
+
+
+@pytest.fixture
+def fhir_server_factory(tmp_path: Path, fhir_helpers: Any) -> Iterator[Callable[..., Any]]:
+    """Start private sekmet-fhir servers (real FHIR R4 on loopback), optionally loaded with carebundle patients."""
+    servers: list[Any] = []
+
+    def make(patients: int = 0, cohort: list[dict[str, Any]] | None = None) -> Any:
+        server = fhir_helpers.SekmetServer(tmp_path / f"sekmet-{len(servers)}").start()
+        servers.append(server)
+        if patients:
+            bundles = cohort or fhir_helpers.cohort_bundles(patients, seed=42)
+            fhir_helpers.load_bundles(server, bundles[:patients])
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()

@@ -4,6 +4,7 @@ All environment access goes through django-environ. With no DATABASE_URL the app
 with no CELERY_BROKER_URL Celery runs tasks eagerly, and MLflow tracks to sqlite under var/.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -31,6 +32,8 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_prometheus",
     "django_celery_beat",
+    "csp",
+    "axes",
     "apps.core",
     "apps.audit",
     "apps.registry",
@@ -47,10 +50,33 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "apps.core.middleware.SessionTimeoutMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "apps.core.middleware.NoStoreMiddleware",
+    "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
+
+# django-axes first: it refuses a locked-out (username, address) before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# --- Brute-force protection (sign-in page, admin sign-in, OAuth2 token endpoint) -----------------------------
+# How many reverse proxies in front of the app append to X-Forwarded-For (0: the header is ignored).
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_LOCKOUT_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "apps.core.net.client_ip"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+# Failed client authentications at /o/token/ per (client id, address) before that pair is refused for a while.
+TOKEN_FAILURE_LIMIT = env.int("TOKEN_FAILURE_LIMIT", default=10)
+TOKEN_LOCKOUT_SECONDS = env.int("TOKEN_LOCKOUT_SECONDS", default=15 * 60)
 
 ROOT_URLCONF = "clinpredict.urls"
 WSGI_APPLICATION = "clinpredict.wsgi.application"
@@ -71,7 +97,9 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'clinpredict.sqlite3'}"),
+    # An empty DATABASE_URL counts as unset (the embedded default), not as a malformed URL.
+    "default": environ.Env.db_url_config(env.str("DATABASE_URL", default="")
+                                         or f"sqlite:///{VAR_DIR / 'clinpredict.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)  # the embedded default keeps everything under var/
@@ -138,8 +166,21 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "apps.core.exception_handler.api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["apps.core.throttling.ClientRateThrottle"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
+}
+
+# Requests per client (OAuth2 application) and period; one prediction request may carry a batch of up to 1,000.
+CLINPREDICT_API_THROTTLE_RATE = env.str("CLINPREDICT_API_THROTTLE_RATE", default="6000/min")
+# The throttle counts live in the cache: Redis when CACHE_URL is set (shared by every worker), else per process.
+CACHE_URL = env.str("CACHE_URL", default="")
+CACHES = {
+    "default": (
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL,
+         "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}}
+        if CACHE_URL else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    ),
 }
 
 OAUTH2_SCOPES = {
@@ -155,8 +196,23 @@ OAUTH2_PROVIDER = {
     "ACCESS_TOKEN_EXPIRE_SECONDS": 3600,
     "REFRESH_TOKEN_EXPIRE_SECONDS": 14 * 24 * 3600,
     "ROTATE_REFRESH_TOKEN": True,
+    "REFRESH_TOKEN_REUSE_PROTECTION": True,  # reuse of a rotated refresh token revokes the whole family
     "PKCE_REQUIRED": True,
     "ALLOWED_REDIRECT_URI_SCHEMES": ["https"],
+    "ALLOW_URI_WILDCARDS": False,
+    # RFC 9700 (OAuth 2.0 Security BCP): enforce every compliant behaviour django-oauth-toolkit 3.4 offers:
+    # no implicit or password grant, S256 only, bearer tokens never in the query string, `iss` in authorization
+    # responses, tokens hashed at rest, and deploy checks that fail on a non-compliant setting.
+    "COMPLIANT_BCP_RFC9700_IMPLICIT_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PASSWORD_GRANT": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_METHOD": True,
+    "COMPLIANT_BCP_RFC9700_ACCESS_TOKEN_TRANSPORT": True,
+    "COMPLIANT_BCP_RFC9700_AUTHZ_RESPONSE_ISS": True,
+    "COMPLIANT_BCP_RFC9700_TOKEN_STORAGE": True,
+    "COMPLIANT_BCP_RFC9700_REFRESH_TOKEN": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_SCHEME": True,
+    "COMPLIANT_BCP_RFC9700_REDIRECT_URI_MATCHING": True,
+    "COMPLIANT_BCP_RFC9700_PKCE_REQUIRED": True,
 }
 
 SPECTACULAR_SETTINGS = {
@@ -166,6 +222,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "SERVE_AUTHENTICATION": [],
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "apps.core.openapi.add_error_responses",
+    ],
     # The docs UI is served from our own static files: no external CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -173,20 +233,42 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Sessions and cookies ----------------------------------------------------------------------------------
-SESSION_COOKIE_AGE = 12 * 3600
+SESSION_IDLE_TIMEOUT_SECONDS = env.int("SESSION_IDLE_TIMEOUT_SECONDS", default=15 * 60)
+SESSION_ABSOLUTE_TIMEOUT_SECONDS = env.int("SESSION_ABSOLUTE_TIMEOUT_SECONDS", default=12 * 3600)
+SESSION_COOKIE_AGE = SESSION_ABSOLUTE_TIMEOUT_SECONDS
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Content Security Policy (django-csp): only our own scripts, styles and images; no inline script or style, no
+# framing. The API docs use drf-spectacular's split view so their init script is a file too.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 # --- Logging: structured JSON with the request id; patient values are never logged -------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "apps.core.logging.RequestIdFilter"}},
+    "filters": {
+        "request_id": {"()": "apps.core.logging.RequestIdFilter"},
+        "redact_query": {"()": "apps.core.logging.RedactQueryStringFilter"},
+    },
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
@@ -195,7 +277,7 @@ LOGGING = {
         },
     },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"]},
+        "console": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id", "redact_query"]},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
@@ -208,5 +290,46 @@ CLINPREDICT_DEFAULT_USE_CASE = "diabetes"
 CLINPREDICT_DEMO_SPEC = BASE_DIR / "ml" / "specs" / "diabetes.yaml"
 CLINPREDICT_CHAMPION_CACHE_SECONDS = env.float("CLINPREDICT_CHAMPION_CACHE_SECONDS", default=2.0)
 PREDICTION_BATCH_LIMIT = 1000
+CDS_HOOKS_FHIR_TIMEOUT_SECONDS = env.float("CDS_HOOKS_FHIR_TIMEOUT_SECONDS", default=3.0)
 ONNX_INTRA_OP_THREADS = env.int("ONNX_INTRA_OP_THREADS", default=1)
 AUDIT_BACKUP_KEY = env.str("AUDIT_BACKUP_KEY", default="")
+
+# --- Model registry: the promotion gate (apps/registry/gate.py) ---------------------------------------------
+# A version is promoted only if its held-out AUROC and calibration slope fall within these limits, its ONNX parity
+# is within max_onnx_parity_abs_diff, its files match their sha256 and its feature spec is compatible with the live
+# champion's. Small test sets give wide intervals (STACK.md), so the slope band is deliberately not tight.
+CLINPREDICT_PROMOTION_GATE = {
+    "min_test_auroc": env.float("CLINPREDICT_GATE_MIN_TEST_AUROC", default=0.70),
+    "calibration_slope_min": env.float("CLINPREDICT_GATE_CALIBRATION_SLOPE_MIN", default=0.70),
+    "calibration_slope_max": env.float("CLINPREDICT_GATE_CALIBRATION_SLOPE_MAX", default=1.50),
+    "max_onnx_parity_abs_diff": env.float("CLINPREDICT_GATE_MAX_PARITY_DIFF", default=1e-5),
+}
+
+# --- Audit ledger: encrypted backups and periodic verification ---------------------------------------------
+# AUDIT_BACKUP_KEY (above) is base64 of 32 random bytes: `python manage.py backup_audit --generate-key`.
+AUDIT_BACKUP_DIR = Path(env.str("AUDIT_BACKUP_DIR", default=str(VAR_DIR / "audit-backups")))
+CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})  # keep entries other sections added
+CELERY_BEAT_SCHEDULE.update({
+    "audit-verify-chain": {"task": "audit.verify_chain",
+                           "schedule": env.float("AUDIT_VERIFY_INTERVAL_SECONDS", default=3600.0)},
+    "audit-backup-daily": {"task": "audit.backup", "schedule": 24 * 3600.0},
+})
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Embedded default: BEGIN IMMEDIATE takes the write lock first and waits for it, so concurrent requests queue
+    # instead of failing with "database is locked" (measured: 50 concurrent predictions fail without it).
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("transaction_mode", "IMMEDIATE")
+    DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
+
+# --- Patients: FHIR R4 sync (apps/patients) -------------------------------------------------------------------
+# The server to sync Patients, Observations and outcome Conditions from (SMART backend client credentials). Unset:
+# no sync. FHIR_SYNC_INTERVAL_SECONDS > 0 schedules the `patients.sync_fhir` task (incremental, safe to rerun).
+FHIR_BASE_URL = env.str("FHIR_BASE_URL", default="")
+FHIR_CLIENT_ID = env.str("FHIR_CLIENT_ID", default="")
+FHIR_CLIENT_SECRET = env.str("FHIR_CLIENT_SECRET", default="")
+FHIR_PAGE_SIZE = env.int("FHIR_PAGE_SIZE", default=200)
+FHIR_TIMEOUT_SECONDS = env.float("FHIR_TIMEOUT_SECONDS", default=30.0)
+FHIR_MAX_RETRIES = env.int("FHIR_MAX_RETRIES", default=2)
+FHIR_SYNC_INTERVAL_SECONDS = env.float("FHIR_SYNC_INTERVAL_SECONDS", default=0.0)
+if FHIR_BASE_URL and FHIR_SYNC_INTERVAL_SECONDS > 0:
+    CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
+    CELERY_BEAT_SCHEDULE["patients-sync-fhir"] = {"task": "patients.sync_fhir", "schedule": FHIR_SYNC_INTERVAL_SECONDS}

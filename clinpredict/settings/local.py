@@ -5,3 +5,6 @@ from .base import env
 
 DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-local-development-key-not-for-production")
+# Serve static files straight from the app folders (no collectstatic step needed here).
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

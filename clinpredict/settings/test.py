@@ -13,3 +13,15 @@ STORAGES = {
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 CLINPREDICT_CHAMPION_CACHE_SECONDS = 0.0
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not shared-cache memory: in-memory SQLite fails concurrent writers at once ("table is locked")
+    # instead of queueing them, which the concurrency tests need.
+    import os
+    import tempfile
+
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(tempfile.gettempdir(), f"clinpredict-test-{os.getpid()}.sqlite3"),
+    }
+# Serve static files straight from the app folders (no collectstatic step needed here).
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

@@ -24,7 +24,7 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def demo_server(tmp_path: Path, trained_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def demo_server(tmp_path: Path, trained_dir: Path, pima_csv: Path) -> Iterator[tuple[str, dict[str, str]]]:
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "CELERY_BROKER_URL"}}
     env.update({
         "DJANGO_SETTINGS_MODULE": "clinpredict.settings.local",
@@ -37,7 +37,7 @@ def demo_server(tmp_path: Path, trained_dir: Path) -> Iterator[tuple[str, dict[s
     # Training is proven elsewhere; reuse the session's trained folder so this test stays fast.
     shutil.copytree(trained_dir, tmp_path / "var" / "runs" / "diabetes-seed42")
     (tmp_path / "var" / "data").mkdir(parents=True)
-    (tmp_path / "var" / "data" / "diabetes.csv").write_text("placeholder: the run above is already trained\n")
+    shutil.copy(pima_csv, tmp_path / "var" / "data" / "diabetes.csv")
     manage = [sys.executable, str(REPO / "manage.py")]
     for step in (["migrate", "--noinput"], ["bootstrap_demo"], ["bootstrap_demo"]):
         result = subprocess.run(manage + step, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
