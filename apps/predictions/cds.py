@@ -17,7 +17,7 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from apps.audit.actors import Actor
-from apps.core.exceptions import ApplicationError
+from apps.core.exceptions import ApplicationError, ServiceUnavailable
 from apps.patients.selectors import fhir_resources_features_assemble, resolve_spec
 from apps.registry.loader import champion_model
 from apps.registry.selectors import model_versions_champions
@@ -104,7 +104,12 @@ def cds_client_verify(*, authorization: str, audience: str) -> CdsClient:
         raise CdsAuthError("The JWT signature does not match the client's registered keys.", code="invalid_token")
     if int(claims["exp"]) - int(claims["iat"]) > MAX_JWT_LIFETIME_SECONDS:
         raise CdsAuthError("The JWT lives longer than 5 minutes.", code="invalid_token")
-    if not cache.add(f"cds-jti:{client.pk}:{claims['jti']}", 1, timeout=MAX_JWT_LIFETIME_SECONDS * 2):
+    try:
+        first_use = cache.add(f"cds-jti:{client.pk}:{claims['jti']}", 1, timeout=MAX_JWT_LIFETIME_SECONDS * 2)
+    except Exception as exc:  # replay protection cannot be checked: refuse rather than accept a possible replay
+        raise ServiceUnavailable("CDS Hooks is unavailable (replay check); retry later.",
+                                 code="service_unavailable") from exc
+    if not first_use:
         raise CdsAuthError("This JWT was already used (jti replay).", code="invalid_token")
     return client
 

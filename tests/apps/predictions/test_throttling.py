@@ -42,3 +42,26 @@ def test_budget_is_per_application_not_per_token(champion: Any, api_client: Any,
     assert reader.get("/api/v1/predictions").status_code == 429
     assert same_app_other_token.get("/api/v1/predictions").status_code == 429
     assert Client(HTTP_AUTHORIZATION="Bearer other-app-token").get("/api/v1/predictions").status_code == 200
+
+
+def test_an_unreachable_rate_limit_cache_does_not_stop_predictions(champion: Any, api_client: Any, settings: Any,
+                                                                   valid_features: dict) -> None:
+    import json
+    import socket
+
+    from django.core.cache import caches
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends: nothing listens there
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": f"redis://127.0.0.1:{port}/0",
+                                   "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}}}
+    # (pytest-django's settings fixture resets Django's cache handlers when CACHES changes)
+    assert type(caches["default"]).__name__ == "RedisCache"
+
+    response = api_client("predictions:write").post(
+        "/api/v1/predictions", data=json.dumps({"use_case": "diabetes", "features": valid_features}),
+        content_type="application/json")
+
+    assert response.status_code == 201
