@@ -2,16 +2,15 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
-from oauth2_provider import urls as oauth2_urls
 
 urlpatterns = [
-    path("", include("apps.core.urls")),  # health checks, and /o/token/ ahead of django-oauth-toolkit's
+    path("", include("apps.core.urls")),
     path("", include("django_prometheus.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     # Only the protocol endpoints; OAuth2 applications are managed by staff in Django admin.
-    path("o/", include((oauth2_urls.base_urlpatterns, "oauth2_provider"), namespace="oauth2_provider")),
+    path("o/", include("apps.core.oauth_urls", namespace="oauth2_provider")),
     path("api/v1/", include("apps.predictions.api_urls")),
     path("api/v1/", include("apps.patients.api_urls")),
     path("fhir/", include("apps.predictions.fhir_urls")),

@@ -134,7 +134,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
     def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
         return [
-            path("history/", wrap(self.history_view), name="registry_modelversion_champion_history"),
+            path("history/", wrap(self.champion_history_view), name="registry_modelversion_champion_history"),
             path("<int:pk>/promote/", wrap(self.promote_view), name="registry_modelversion_promote"),
             path("<int:pk>/challenger/", wrap(self.challenger_view), name="registry_modelversion_challenger"),
             path("<int:pk>/status/", wrap(self.status_view), name="registry_modelversion_status"),
@@ -226,7 +226,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/registry/modelversion/status_form.html", self._context(
             request, version, title=f"Change status: {version.label}", form=form), status=status)
 
-    def history_view(self, request: HttpRequest) -> HttpResponse:
+    def champion_history_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
         return TemplateResponse(request, "admin/registry/modelversion/history.html", self._context(
