@@ -6,7 +6,6 @@ ONNX contract: input ``features`` float32 (n, n_features) in canonical units, sp
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,8 @@ import joblib
 import numpy as np
 
 from ml.model import LOGIT_EPS, ClinicalModel
+
+from .validation import file_sha256
 
 ONNX_INPUT_NAME = "features"
 ONNX_OUTPUT_NAME = "probabilities"
@@ -26,11 +27,7 @@ class ExportError(RuntimeError):
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(Path(path))
 
 
 def save_joblib(model: ClinicalModel, path: Path) -> Path:

@@ -223,11 +223,3 @@ def _events(stream: IO[bytes], path: Path, manifest: Manifest, digest: bytes,
         if stream.read(1):
             raise BackupError(f"{path.name}: unexpected bytes after the last chunk; the file was altered; nothing "
                               "was restored.", code="backup_corrupt")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

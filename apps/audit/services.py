@@ -5,7 +5,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -15,6 +15,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.core.context import request_id_var
+from ml.validation import file_sha256
 
 from . import backup as backup_file
 from .actors import Actor
@@ -57,6 +58,57 @@ def _normalise(value: Any) -> Any:
     return None if value is None else json.loads(canonical_json(value))
 
 
+@dataclass(frozen=True)
+class AuditEventDraft:
+    """One event for `audit_events_record_many`: everything but the chain fields (seq, time, hashes)."""
+
+    action: str
+    object_type: str = ""
+    object_id: str = ""
+    patient_ref: str = ""
+    model_version: str = ""
+    model_sha256: str = ""
+    inputs: Any = None
+    output: Any = None
+
+
+def audit_events_record_many(*, actor: Actor, drafts: Sequence[AuditEventDraft],
+                             source_ip: str | None = None) -> list[AuditEvent]:
+    """Append events to the chain in the given order, taking the chain lock once and inserting them in one
+    statement: contiguous sequence numbers, each event hashed over its predecessor. Must run inside the caller's
+    transaction, so the events and the changes they record commit or roll back together."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("audit_event_record must be called inside the transaction of the change it records")
+    if not drafts:
+        return []
+    _lock_chain()
+    last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
+    seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+    request_id = request_id_var.get()
+    events: list[AuditEvent] = []
+    for draft in drafts:
+        fields: dict[str, Any] = {
+            "seq": seq,
+            "created_at": timezone.now(),
+            "actor_type": actor.type,
+            "actor_id": actor.id,
+            "action": draft.action,
+            "object_type": draft.object_type,
+            "object_id": str(draft.object_id),
+            "patient_ref": draft.patient_ref,
+            "model_version": draft.model_version,
+            "model_sha256": draft.model_sha256,
+            "inputs": _normalise(draft.inputs),
+            "output": _normalise(draft.output),
+            "request_id": request_id,
+            "source_ip": source_ip,
+        }
+        digest = event_hash(fields, prev_hash)
+        events.append(AuditEvent(**fields, prev_hash=prev_hash, hash=digest))
+        seq, prev_hash = seq + 1, digest
+    return AuditEvent.objects.bulk_create(events)
+
+
 def audit_event_record(
     *,
     actor: Actor,
@@ -72,29 +124,9 @@ def audit_event_record(
 ) -> AuditEvent:
     """Append one event to the chain. Must run inside the caller's transaction, so the event and the change it
     records commit or roll back together; the sequence is assigned under a lock so writers never fork the chain."""
-    if not connection.in_atomic_block:
-        raise RuntimeError("audit_event_record must be called inside the transaction of the change it records")
-    _lock_chain()
-    last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
-    seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
-    fields: dict[str, Any] = {
-        "seq": seq,
-        "created_at": timezone.now(),
-        "actor_type": actor.type,
-        "actor_id": actor.id,
-        "action": action,
-        "object_type": object_type,
-        "object_id": str(object_id),
-        "patient_ref": patient_ref,
-        "model_version": model_version,
-        "model_sha256": model_sha256,
-        "inputs": _normalise(inputs),
-        "output": _normalise(output),
-        "request_id": request_id_var.get(),
-        "source_ip": source_ip,
-    }
-    event = AuditEvent(**fields, prev_hash=prev_hash, hash=event_hash(fields, prev_hash))
-    event.save(force_insert=True)
+    draft = AuditEventDraft(action=action, object_type=object_type, object_id=object_id, patient_ref=patient_ref,
+                            model_version=model_version, model_sha256=model_sha256, inputs=inputs, output=output)
+    (event,) = audit_events_record_many(actor=actor, drafts=[draft], source_ip=source_ip)
     return event
 
 
@@ -182,7 +214,7 @@ def audit_backup_create(*, actor: Actor, key: str, directory: Path, full: bool =
             backup_file.write_backup(out, rows=rows, manifest=manifest, key=aes_key)
             out.flush()
             os.fsync(out.fileno())
-        digest = backup_file.file_sha256(partial)
+        digest = file_sha256(partial)
         os.replace(partial, final)
         sidecar.write_text(json.dumps({**manifest.to_json(), "file": name, "file_sha256": digest}, indent=2) + "\n")
         backup = AuditBackup.objects.create(

@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
 from apps.audit.actors import actor_from_request
+from apps.core.admin import ReadOnlyModelAdmin
 from apps.core.exceptions import ApplicationError
 
 from .forms import CsvImportForm
@@ -21,26 +22,17 @@ from .services import patients_import_csv, sync_report
 IMPORT_PERMISSION = "patients.import_patients"
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Patient)
-class PatientAdmin(ReadOnlyAdmin):
+class PatientAdmin(ReadOnlyModelAdmin):
     list_display = ("identifier", "sex", "birth_date", "source", "updated_at")
     list_filter = ("sex", "source")
     search_fields = ("identifier",)
 
 
 @admin.register(Observation)
-class ObservationAdmin(ReadOnlyAdmin):
+class ObservationAdmin(ReadOnlyModelAdmin):
     list_display = ("patient", "code", "value", "unit", "value_canonical", "unit_canonical", "effective_at",
                     "source_id")
     list_filter = ("code", "source")
@@ -49,7 +41,7 @@ class ObservationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Outcome)
-class OutcomeAdmin(ReadOnlyAdmin):
+class OutcomeAdmin(ReadOnlyModelAdmin):
     list_display = ("patient", "use_case", "present", "onset_at", "code", "source_id")
     list_filter = ("use_case", "present", "source")
     search_fields = ("patient__identifier",)
@@ -57,7 +49,7 @@ class OutcomeAdmin(ReadOnlyAdmin):
 
 
 @admin.register(IngestionRun)
-class IngestionRunAdmin(ReadOnlyAdmin):
+class IngestionRunAdmin(ReadOnlyModelAdmin):
     list_display = ("id", "kind", "use_case", "status", "started_at", "finished_at", "source", "file_name")
     list_filter = ("kind", "status", "use_case")
     readonly_fields = ("report_text", *[f.name for f in IngestionRun._meta.fields])

@@ -1,25 +1,17 @@
-from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
+
+from apps.core.admin import ReadOnlyModelAdmin
 
 from .models import CdsClient, Prediction
 
 
 @admin.register(Prediction)
-class PredictionAdmin(admin.ModelAdmin):
+class PredictionAdmin(ReadOnlyModelAdmin):
     list_display = ("id", "created_at", "use_case", "model_label", "risk_band", "probability", "actor", "channel")
     list_filter = ("use_case", "risk_band", "channel")
     readonly_fields = [f.name for f in Prediction._meta.fields]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(CdsClient)

@@ -17,6 +17,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from apps.audit.actors import actor_from_request
+from apps.core.admin import ReadOnlyModelAdmin
 from apps.core.exceptions import ApplicationError
 
 from .artifacts import ModelIntegrityError, read_verified
@@ -50,7 +51,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(ReadOnlyModelAdmin):
     list_display = ("label", "status", "model_type", "test_auroc_with_ci", "calibration", "parity", "threshold_",
                     "registered_at", "registered_by_actor")
     list_filter = ("use_case", "status", "model_type")
@@ -94,15 +95,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
         return _fmt(obj.threshold)
 
     # --- permissions: versions come from `ml train` output; the admin never edits a row directly ----------------
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    # (ReadOnlyModelAdmin); promotion, rollback and the challenger go through the registry services.
 
     def has_promote_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.is_staff and request.user.has_perm(PROMOTE_PERMISSION))
@@ -252,19 +245,11 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(ModelVersionStatusChange)
-class ModelVersionStatusChangeAdmin(admin.ModelAdmin):
+class ModelVersionStatusChangeAdmin(ReadOnlyModelAdmin):
     list_display = ("changed_at", "version", "from_status", "to_status", "kind", "actor", "reason", "audit_seq")
     list_filter = ("use_case", "kind", "to_status")
     readonly_fields = [f.name for f in ModelVersionStatusChange._meta.fields]
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return bool(request.user.is_staff and request.user.has_perm("registry.view_modelversion"))

@@ -7,6 +7,7 @@ from pathlib import Path, PurePosixPath
 from django.conf import settings
 
 from apps.core.exceptions import ServiceUnavailable
+from ml.validation import file_sha256
 
 from .models import ModelVersion
 
@@ -15,14 +16,6 @@ logger = logging.getLogger(__name__)
 
 class ModelIntegrityError(ServiceUnavailable):
     """A registered file is missing or differs from its registered sha256: it is never served."""
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_dir(version: ModelVersion) -> Path:
