@@ -52,7 +52,8 @@ serve: $(VENV)/.ml-installed
 	  SECURE_SSL_REDIRECT=$${SECURE_SSL_REDIRECT:-false} $(BIN)/python manage.py collectstatic --noinput -v 0
 	DJANGO_SETTINGS_MODULE=clinpredict.settings.production ALLOWED_HOSTS=$${ALLOWED_HOSTS:-127.0.0.1,localhost} \
 	  SECURE_SSL_REDIRECT=$${SECURE_SSL_REDIRECT:-false} \
-	  $(BIN)/gunicorn clinpredict.wsgi:application --bind 127.0.0.1:$(PORT) --workers $(WEB_CONCURRENCY) \
+	  PROMETHEUS_MULTIPROC_DIR=$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/var/prometheus-web} \
+	  $(BIN)/gunicorn clinpredict.wsgi:application -c gunicorn.conf.py --bind 127.0.0.1:$(PORT) --workers $(WEB_CONCURRENCY) \
 	  --access-logfile - --access-logformat '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms' --worker-tmp-dir /dev/shm
 
 lint: $(VENV)/.dev-installed

@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 
 urlpatterns = [
     path("", include("apps.core.urls")),
-    path("", include("django_prometheus.urls")),
+    path("", include("apps.monitoring.metrics_urls")),  # /metrics: all gunicorn workers + stored state
     path("accounts/login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
@@ -20,6 +20,7 @@ urlpatterns = [
     path("registry/", include("apps.registry.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
+    path("monitoring/", include("apps.monitoring.urls")),
     path("", include("apps.patients.urls")),
     path("", include("apps.predictions.urls")),
 ]

@@ -107,6 +107,7 @@ def champion(db: None, trained_dir: Path) -> Any:
 ROLE_MIGRATIONS = [
     ("apps.core.migrations.0001_roles", "create_roles"),
     ("apps.patients.migrations.0002_roles", "grant"),
+    ("apps.monitoring.migrations.0002_roles", "grant"),
 ]
 
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -39,6 +40,7 @@ INSTALLED_APPS = [
     "apps.registry",
     "apps.patients",
     "apps.predictions",
+    "apps.monitoring",
 ]
 
 MIDDLEWARE = [
@@ -334,3 +336,73 @@ FHIR_SYNC_INTERVAL_SECONDS = env.float("FHIR_SYNC_INTERVAL_SECONDS", default=0.0
 if FHIR_BASE_URL and FHIR_SYNC_INTERVAL_SECONDS > 0:
     CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
     CELERY_BEAT_SCHEDULE["patients-sync-fhir"] = {"task": "patients.sync_fhir", "schedule": FHIR_SYNC_INTERVAL_SECONDS}
+
+# --- Monitoring and the retraining loop (apps/monitoring) ---------------------------------------------------------
+# Redis redelivers a task whose worker died before acknowledging it (acks_late) once it has been unacknowledged for
+# visibility_timeout seconds: keep it above the longest hard time limit (retraining, below), or a task still running
+# is handed to a second worker (the retraining run's lock would then make that copy a no-op).
+CELERY_BROKER_TRANSPORT_OPTIONS.update({
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT_SECONDS", default=3600),
+    "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL_SECONDS", default=10),
+    "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=10),
+})
+# The worker's own /metrics (Celery task outcomes; the web's /metrics cannot see the worker's processes). 0: off.
+CELERY_WORKER_METRICS_PORT = env.int("CELERY_WORKER_METRICS_PORT", default=0)
+CELERY_WORKER_METRICS_ADDRESS = env.str("CELERY_WORKER_METRICS_ADDRESS", default="127.0.0.1")
+# Drift of the champion's inputs and outputs against the reference profile in its manifest, over the predictions of
+# the last `window_days`: PSI per feature (alert above psi_alert), missing rate (alert when it moves by more than
+# missing_alert), the predicted-risk distribution. Below min_samples predictions a check reports "too little data".
+CLINPREDICT_DRIFT = {
+    "psi_alert": env.float("CLINPREDICT_DRIFT_PSI_ALERT", default=0.25),
+    "missing_alert": env.float("CLINPREDICT_DRIFT_MISSING_ALERT", default=0.10),
+    "min_samples": env.int("CLINPREDICT_DRIFT_MIN_SAMPLES", default=100),
+    "window_days": env.int("CLINPREDICT_DRIFT_WINDOW_DAYS", default=7),
+}
+# Realised performance: each outcome is paired with the patient's latest prediction of the use case made at most
+# match_window_days before the outcome's onset (or, without one, before it was recorded); figures per model version
+# over the predictions of the last window_days. Below min_outcomes pairs (or one class only) AUROC and calibration
+# are not reported. A figure below auroc_alert / outside the slope band counts as degraded (retraining trigger).
+CLINPREDICT_PERFORMANCE = {
+    "match_window_days": env.int("CLINPREDICT_OUTCOME_MATCH_WINDOW_DAYS", default=365),
+    "window_days": env.int("CLINPREDICT_PERFORMANCE_WINDOW_DAYS", default=365),
+    "min_outcomes": env.int("CLINPREDICT_PERFORMANCE_MIN_OUTCOMES", default=50),
+    "auroc_alert": env.float("CLINPREDICT_PERFORMANCE_AUROC_ALERT", default=0.65),
+    "calibration_slope_min": env.float("CLINPREDICT_PERFORMANCE_SLOPE_MIN", default=0.6),
+    "calibration_slope_max": env.float("CLINPREDICT_PERFORMANCE_SLOPE_MAX", default=1.6),
+}
+# Retraining registers a candidate and never promotes. Data: the CSV named here for a use case (the demo's), else the
+# use case's training CSV assembled from the database (apps.patients training_dataset_export). config: "default"
+# (ml.training.TrainConfig) or "fast" (TrainConfig.fast(), for tests and smoke runs). Triggers: drift alert,
+# degraded realised performance (each at most once per cooldown_days per use case), and every schedule_days.
+CLINPREDICT_RETRAIN = {
+    "datasets": {CLINPREDICT_DEFAULT_USE_CASE: VAR_DIR / "data" / f"{CLINPREDICT_DEFAULT_USE_CASE}.csv"},
+    "work_dir": VAR_DIR / "retraining",
+    "config": env.str("CLINPREDICT_RETRAIN_CONFIG", default="default"),
+    "model_type": env.str("CLINPREDICT_RETRAIN_MODEL_TYPE", default="xgboost"),
+    "tracking": env.bool("CLINPREDICT_RETRAIN_TRACKING", default=True),
+    "on_drift": env.bool("CLINPREDICT_RETRAIN_ON_DRIFT", default=True),
+    "on_performance": env.bool("CLINPREDICT_RETRAIN_ON_PERFORMANCE", default=True),
+    "cooldown_days": env.int("CLINPREDICT_RETRAIN_COOLDOWN_DAYS", default=7),
+    "schedule_days": env.int("CLINPREDICT_RETRAIN_SCHEDULE_DAYS", default=30),
+    "soft_time_limit": env.int("CLINPREDICT_RETRAIN_SOFT_TIME_LIMIT", default=1500),
+    "time_limit": env.int("CLINPREDICT_RETRAIN_TIME_LIMIT", default=1800),
+    "max_attempts": env.int("CLINPREDICT_RETRAIN_MAX_ATTEMPTS", default=3),
+    "stale_after_seconds": env.int("CLINPREDICT_RETRAIN_STALE_AFTER_SECONDS", default=6 * 3600),
+}
+# Daily scoring: patients with observations stored since their last prediction of the use case (or never predicted),
+# in chunk tasks of chunk_size patients that the workers share; features from the last lookback_days.
+CLINPREDICT_SCORING = {
+    "chunk_size": env.int("CLINPREDICT_SCORING_CHUNK_SIZE", default=200),
+    "lookback_days": env.int("CLINPREDICT_SCORING_LOOKBACK_DAYS", default=365),
+}
+CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})
+CELERY_BEAT_SCHEDULE.update({
+    # In this order each night (UTC): score, then check drift and realised performance, then summarise the day.
+    "monitoring-score-daily": {"task": "monitoring.score_daily", "schedule": crontab(hour=1, minute=0)},
+    "monitoring-check-drift": {"task": "monitoring.check_drift", "schedule": crontab(hour=2, minute=0)},
+    "monitoring-performance": {"task": "monitoring.realised_performance", "schedule": crontab(hour=2, minute=30)},
+    "monitoring-daily-summary": {"task": "monitoring.daily_summary", "schedule": crontab(hour=3, minute=0)},
+})
+if CLINPREDICT_RETRAIN["schedule_days"] > 0:
+    CELERY_BEAT_SCHEDULE["monitoring-retrain-scheduled"] = {
+        "task": "monitoring.retrain_scheduled", "schedule": CLINPREDICT_RETRAIN["schedule_days"] * 86400.0}

@@ -1,0 +1,28 @@
+"""gunicorn hooks for Prometheus' multiprocess mode (read from the working directory, or with `-c gunicorn.conf.py`).
+
+With PROMETHEUS_MULTIPROC_DIR set, every worker writes its metric samples to files in that directory and /metrics
+(apps/monitoring/views.py) sums them, so one scrape covers all workers. The directory must start empty: files of an
+earlier server would be added to this one's counts. When a worker exits, its live gauges are dropped (its counters
+stay in the sums, as they should). Without PROMETHEUS_MULTIPROC_DIR these hooks do nothing.
+"""
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+def on_starting(server: Any) -> None:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
