@@ -5,7 +5,8 @@ import sys
 
 from . import report
 
-BENCHMARKS = ["training", "fhir_sync", "audit_export"]
+BENCHMARKS = ["training", "fhir_sync", "audit_export", "inference", "api_latency", "batch_scoring", "cds_hooks",
+              "hot_swap", "profile_request"]
 
 
 def main(argv: list[str]) -> None:

@@ -4,6 +4,7 @@
 """
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from ml.datasets import write_synthetic_csv
 from ml.schema import UseCaseSpec
 
-from .common import REPO, timed, write_result
+from .common import REPO, RESULTS, timed, write_result
 
 SPEC = REPO / "ml" / "specs" / "t2d_fhir.yaml"
 
@@ -36,9 +37,16 @@ def main(argv: list[str] | None = None) -> None:
                 rows.append({"rows": n_rows, "features": len(spec.features), "model": model, **measured})
                 print(f"training {model} on {n_rows:,} rows: {measured['wall_seconds']} s, "
                       f"peak RSS {measured['peak_rss_mib']} MiB (exit {measured['exit_code']})")
+    # Keep earlier measurements of other (rows, model) pairs, so sizes can be measured in separate runs.
+    previous = RESULTS / "training.json"
+    if previous.exists():
+        measured = {(r["rows"], r["model"]) for r in rows}
+        rows = [r for r in json.loads(previous.read_text()).get("rows", [])
+                if (r["rows"], r["model"]) not in measured] + rows
+        rows.sort(key=lambda r: (r["rows"], r["model"]))
     write_result("training", {
         "title": "Training: `python -m ml train` on synthetic data (5-fold CV, grid search, calibration, ONNX export)",
-        "command": "python -m benchmarks.training --rows " + " ".join(map(str, args.rows)),
+        "command": "python -m benchmarks.training --rows 10000 100000 --models xgboost mlp",
         "tool": "GNU time -v (wall clock, maximum resident set size)",
         "notes": f"Spec `ml/specs/t2d_fhir.yaml` ({len(spec.features)} features), prevalence {args.prevalence:.0%}, "
                  "no MLflow tracking; the default TrainConfig (5 folds, 6 XGBoost / MLP candidates, 1,000 "

@@ -81,12 +81,14 @@ def audit_events_record_many(*, actor: Actor, drafts: Sequence[AuditEventDraft],
         raise RuntimeError("audit_event_record must be called inside the transaction of the change it records")
     if not drafts:
         return []
+    # Everything that does not depend on the chain is prepared before the lock: writers queue on it until commit.
+    request_id = request_id_var.get()
+    payloads = [(_normalise(draft.inputs), _normalise(draft.output)) for draft in drafts]
     _lock_chain()
     last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
     seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
-    request_id = request_id_var.get()
     events: list[AuditEvent] = []
-    for draft in drafts:
+    for draft, (inputs, output) in zip(drafts, payloads, strict=True):
         fields: dict[str, Any] = {
             "seq": seq,
             "created_at": timezone.now(),
@@ -98,8 +100,8 @@ def audit_events_record_many(*, actor: Actor, drafts: Sequence[AuditEventDraft],
             "patient_ref": draft.patient_ref,
             "model_version": draft.model_version,
             "model_sha256": draft.model_sha256,
-            "inputs": _normalise(draft.inputs),
-            "output": _normalise(draft.output),
+            "inputs": inputs,
+            "output": output,
             "request_id": request_id,
             "source_ip": source_ip,
         }

@@ -13,10 +13,10 @@ import numpy as np
 from django.db import transaction
 
 from apps.audit.actors import Actor
-from apps.audit.services import audit_event_record
+from apps.audit.services import AuditEventDraft, audit_events_record_many
 from apps.core.exceptions import ApplicationError, ServiceUnavailable
 from apps.patients.selectors import patient_by_identifier, patient_features_assemble
-from apps.registry.loader import LoadedModel, champion_model
+from apps.registry.loader import LoadedModel, challenger_model, champion_model
 from apps.registry.selectors import use_case_is_known
 from apps.registry.services import shadow_predictions_create
 from ml.validation import RecordResult, validate_record
@@ -92,13 +92,9 @@ def _explanation(model: LoadedModel, scored: _Scored) -> list[dict[str, Any]]:
     return sorted(items, key=lambda item: abs(item["contribution"]), reverse=True)
 
 
-def _store(model: LoadedModel, scored: _Scored, *, actor: Actor, channel: str, source_ip: str | None) -> Prediction:
-    prediction_id = uuid.uuid4()
+def _draft(model: LoadedModel, scored: _Scored, prediction_id: uuid.UUID, *, channel: str) -> AuditEventDraft:
     band = model.risk_band(scored.probability)  # the model's own bands (manifest `risk_bands`)
-    positive = scored.probability >= model.threshold
-    explanation = _explanation(model, scored)
-    event = audit_event_record(
-        actor=actor,
+    return AuditEventDraft(
         action="prediction.create",
         object_type="prediction",
         object_id=str(prediction_id),
@@ -108,32 +104,58 @@ def _store(model: LoadedModel, scored: _Scored, *, actor: Actor, channel: str, s
         inputs={"features": scored.request.features, "canonical": scored.canonical,
                 **({"basis": list(scored.request.basis)} if scored.request.basis else {})},
         output={"probability": scored.probability, "threshold": model.threshold, "risk_band": band,
-                "positive": positive, "imputed": scored.imputed, "channel": channel},
-        source_ip=source_ip,
+                "positive": scored.probability >= model.threshold, "imputed": scored.imputed, "channel": channel},
     )
-    return Prediction.objects.create(
-        id=prediction_id,
-        created_at=event.created_at,
-        use_case=model.use_case,
-        model_version_id=model.version_id,
-        model_label=model.label,
-        model_sha256=model.sha256,
-        patient_ref=scored.request.patient_ref,
-        inputs=event.inputs["features"],
-        features=scored.canonical,
-        probability=scored.probability,
-        threshold=model.threshold,
-        risk_band=band,
-        positive=positive,
-        explanation=explanation,
-        imputed=scored.imputed,
-        basis=list(scored.request.basis),
-        channel=channel,
-        requested_by_id=actor.user_id,
-        actor=actor.label,
-        request_id=event.request_id,
-        audit_seq=event.seq,
+
+
+def _store_many(scored: Sequence[tuple[LoadedModel, _Scored]], *, actor: Actor, channel: str,
+                source_ip: str | None) -> list[Prediction]:
+    """The predictions and their audit events, in request order: the chain lock is taken once and each table gets
+    one insert, however many predictions the batch holds. Runs inside the caller's transaction."""
+    ids = [uuid.uuid4() for _ in scored]
+    explanations = [_explanation(model, s) for model, s in scored]  # before the chain lock is taken
+    events = audit_events_record_many(
+        actor=actor, source_ip=source_ip,
+        drafts=[_draft(model, s, prediction_id, channel=channel) for (model, s), prediction_id in zip(
+            scored, ids, strict=True)],
     )
+    predictions = [
+        Prediction(
+            id=prediction_id,
+            created_at=event.created_at,
+            use_case=model.use_case,
+            model_version_id=model.version_id,
+            model_label=model.label,
+            model_sha256=model.sha256,
+            patient_ref=s.request.patient_ref,
+            inputs=event.inputs["features"],
+            features=s.canonical,
+            probability=s.probability,
+            threshold=model.threshold,
+            risk_band=event.output["risk_band"],
+            positive=event.output["positive"],
+            explanation=explanation,
+            imputed=s.imputed,
+            basis=list(s.request.basis),
+            channel=channel,
+            requested_by_id=actor.user_id,
+            actor=actor.label,
+            request_id=event.request_id,
+            audit_seq=event.seq,
+        )
+        for (model, s), prediction_id, event, explanation in zip(scored, ids, events, explanations, strict=True)
+    ]
+    return Prediction.objects.bulk_create(predictions)
+
+
+def _may_have_challenger(use_cases: Mapping[str, LoadedModel]) -> bool:
+    """Asked before the transaction, so that a use case without a challenger (the usual case) spends no round trips
+    (the shadow's savepoint) while holding the audit chain lock. On any doubt, including a failing lookup, the
+    shadow runs and deals with it inside its own savepoint, as it always did."""
+    try:
+        return any(challenger_model(use_case) is not None for use_case in use_cases)
+    except Exception:  # not ours to handle here: shadow_predictions_create contains and logs it
+        return True
 
 
 def prediction_create_many(
@@ -171,12 +193,14 @@ def prediction_create_many(
     order = {id(r): i for i, r in enumerate(requests)}
     scored.sort(key=lambda pair: order[id(pair[1].request)])
 
+    shadow = _may_have_challenger(models)
     with transaction.atomic():
-        predictions = [_store(m, s, actor=actor, channel=channel, source_ip=source_ip) for m, s in scored]
+        predictions = _store_many(scored, actor=actor, channel=channel, source_ip=source_ip)
         # Shadow scoring (registry, issue 4): when a use case has a challenger, it scores the same validated rows;
         # the result is stored and audited ("prediction.shadow") in this transaction and never returned. It never
         # raises and never alters `predictions`: a challenger failure only rolls back its own savepoint.
-        shadow_predictions_create(predictions=predictions, actor=actor, source_ip=source_ip)
+        if shadow:
+            shadow_predictions_create(predictions=predictions, actor=actor, source_ip=source_ip)
     for prediction in predictions:
         metrics.PREDICTIONS.labels(prediction.use_case, prediction.model_label, prediction.risk_band, channel).inc()
     return predictions

@@ -17,6 +17,7 @@ from typing import Any
 import joblib
 import numpy as np
 import onnxruntime as ort
+import xgboost
 from django.conf import settings
 
 from ml.schema import UseCaseSpec
@@ -56,7 +57,11 @@ class LoadedModel:
     def explain(self, x: np.ndarray) -> np.ndarray:
         from ml.explain import explain
 
-        return explain(self.fitted, x.astype(np.float32, copy=False))
+        # XGBoost builds each DMatrix with one OpenMP thread per core by default: for the few rows of a request
+        # that costs ~13 ms of thread start-up and spinning on a busy 2-core host, against ~0.1 ms on one thread
+        # (benchmarks/results/profile_request.json). One thread gives the very same contributions.
+        with xgboost.config_context(nthread=1):
+            return explain(self.fitted, x.astype(np.float32, copy=False))
 
     def risk_band(self, probability: float) -> str:
         """The model's own bands (manifest `risk_bands`): high from the threshold, moderate from half of it."""
@@ -82,7 +87,7 @@ def _build(version: ModelVersion) -> LoadedModel:
     session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
     manifest = version.manifest
     bands = manifest.get("risk_bands") or {}
-    return LoadedModel(
+    loaded = LoadedModel(
         version_id=version.pk,
         label=version.label,
         use_case=version.use_case,
@@ -98,6 +103,11 @@ def _build(version: ModelVersion) -> LoadedModel:
         fitted=joblib.load(io.BytesIO(joblib_bytes)),
         moderate_from=bands.get("moderate_from"),
     )
+    # Warm: the first request should not pay for the session's and the explainer's first-call set-up.
+    warm = np.zeros((1, len(loaded.feature_order)), dtype=np.float32)
+    loaded.predict_proba(warm)
+    loaded.explain(warm)
+    return loaded
 
 
 def load_version(version: ModelVersion) -> LoadedModel:
