@@ -24,3 +24,6 @@ urlpatterns = [
     path("", include("apps.patients.urls")),
     path("", include("apps.predictions.urls")),
 ]
+
+# A path that matches no route answers in the API error shape under the API prefixes, HTML elsewhere.
+handler404 = "apps.core.views.not_found"

@@ -39,7 +39,11 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
             if method not in {"get", "post", "put", "patch", "delete"}:
                 continue
             responses = operation.setdefault("responses", {})
+            # Errors come in JSON, or in FHIR JSON where the operation answers FHIR (its renderer is chosen first).
+            media = {"application/json"} | {
+                media_type for code, response in responses.items() if str(code).startswith("2")
+                for media_type in response.get("content", {}) if media_type == "application/fhir+json"}
             for status, description in ERRORS.items():
                 responses.setdefault(status, {"description": description,
-                                              "content": {"application/json": {"schema": ref}}})
+                                              "content": {m: {"schema": ref} for m in sorted(media)}})
     return result

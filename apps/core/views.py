@@ -4,9 +4,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from django.views.defaults import page_not_found
 
 
 @never_cache
@@ -67,3 +68,15 @@ def readyz(request: HttpRequest) -> JsonResponse:
     checks["models"] = _check_models() if checks["database"]["ok"] else {"ok": False, "error": "database down"}
     ready = all(check["ok"] for check in checks.values())
     return JsonResponse({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
+
+
+API_PREFIXES = ("/api/", "/fhir/", "/cds-services", "/o/")
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """404 in the API's error shape under the API prefixes (a path that matches no route, e.g. a malformed id);
+    the clinician's HTML page everywhere else."""
+    if request.path.startswith(API_PREFIXES):
+        return JsonResponse({"error": {"code": "not_found", "message": "No such resource.", "fields": {}}},
+                            status=404)
+    return page_not_found(request, exception or Http404())

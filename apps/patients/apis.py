@@ -46,7 +46,8 @@ class PatientListApi(APIView):
     permission_classes = [TokenMatchesOASRequirements]
     required_alternate_scopes = {"GET": [["patients:read"]]}
 
-    @extend_schema(parameters=[PatientFilterSerializer], responses={200: paginated(PatientSerializer)})
+    @extend_schema(operation_id="api_v1_patients_list", parameters=[PatientFilterSerializer],
+                   responses={200: paginated(PatientSerializer)})
     def get(self, request: Request) -> Response:
         filters = PatientFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)

@@ -86,7 +86,8 @@ class PredictionListCreateApi(APIView):
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
         return Response(body if many else body[0], status=status.HTTP_201_CREATED, headers=headers)
 
-    @extend_schema(parameters=[PredictionFilterSerializer], responses={200: paginated(PredictionSerializer)})
+    @extend_schema(operation_id="api_v1_predictions_list", parameters=[PredictionFilterSerializer],
+                   responses={200: paginated(PredictionSerializer)})
     def get(self, request: Request) -> Response:
         filters = PredictionFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)

@@ -12,6 +12,7 @@ from django.db import close_old_connections
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
+    content_type_conformance,
     not_a_server_error,
     response_schema_conformance,
     status_code_conformance,
@@ -22,7 +23,8 @@ from clinpredict.wsgi import application
 ALL_SCOPES = "predictions:read predictions:write patients:read patients:write audit:read"
 TOKEN = "fuzz-token-with-every-scope"
 # No 5xx, every status documented, and every documented body (errors included) matching its schema.
-CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+MAX_RESPONSE_SECONDS = 5.0  # a generous ceiling on a shared 2-core machine: catches hangs, not slowness
 
 
 @pytest.fixture
@@ -59,6 +61,7 @@ def test_no_server_errors_on_any_operation(api_schema: Any) -> None:
             key = f"{case.method} {case.operation.path}"
             counted[key] = counted.get(key, 0) + 1
             case.validate_response(response, checks=CHECKS)
+            assert response.elapsed <= MAX_RESPONSE_SECONDS, f"{key} took {response.elapsed:.2f} s"
 
         run()
     print("schemathesis cases per operation:", counted, "total:", sum(counted.values()))

@@ -57,3 +57,11 @@ def test_request_id_is_echoed_or_generated(client: Client) -> None:
 
     assert given["X-Request-ID"] == "abc12345-request"
     assert len(generated["X-Request-ID"]) == 32
+
+
+def test_unmatched_api_path_answers_json_and_pages_answer_html(db: None, client: Client) -> None:
+    api = client.get("/api/v1/predictions/not-a-uuid")
+    page = client.get("/no-such-page/")
+
+    assert api.status_code == 404 and api.json()["error"]["code"] == "not_found"
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
