@@ -10,7 +10,10 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "ALLOWED_HOSTS", "DEBUG"}}
+    # DJANGO_ALLOW_ASYNC_UNSAFE is set by the browser tests' conftest for this test process only; a deployment
+    # never has it (and `check --deploy` rightly refuses it).
+    dropped = {"SECRET_KEY", "ALLOWED_HOSTS", "DEBUG", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    base = {k: v for k, v in os.environ.items() if k not in dropped}
     return subprocess.run([sys.executable, str(REPO / "manage.py"), *args], cwd=REPO, capture_output=True, text=True,
                           timeout=120, env={**base, "DJANGO_SETTINGS_MODULE": "clinpredict.settings.production", **env})
 
