@@ -6,22 +6,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
-from apps.audit.actors import actor_from_request, source_ip_from_request
 from apps.core.charts import RiskPoint, risk_over_time_chart
 from apps.core.exceptions import ApplicationError, ServiceUnavailable
 from apps.predictions.forms import PatientReviewForm, ReviewedValue
-from apps.predictions.models import Prediction
 from apps.predictions.selectors import prediction_list
-from apps.predictions.services import PredictionRequest, prediction_create, validation_errors
-from apps.predictions.views import live_model, unavailable_page
+from apps.predictions.services import PredictionRequest
+from apps.predictions.views import live_model, submit_prediction, unavailable_page
 from apps.registry.selectors import model_versions_champions
 from ml.schema import UseCaseSpec
 
@@ -195,23 +192,11 @@ def patient_predict(request: HttpRequest, patient_id: int, use_case: str) -> Htt
         form = PatientReviewForm(spec=model.spec, patient_id=patient.pk, initial=PatientReviewForm.initial_for(
             spec=model.spec, patient_id=patient.pk, values=shown, original=original))
     if request.method == "POST" and form.is_valid():
-        features = form.features_payload()
-        errors = validation_errors(use_case=use_case, features=features)
-        if errors:
-            form.add_service_errors(errors)
-        else:
-            try:
-                prediction = prediction_create(
-                    request=PredictionRequest(use_case, features, patient.identifier, form.basis()),
-                    actor=actor_from_request(request),
-                    channel=Prediction.Channel.WEB,
-                    source_ip=source_ip_from_request(request),
-                )
-            except ApplicationError as exc:
-                form.add_service_errors(exc.fields)
-                messages.error(request, exc.message)
-            else:
-                return redirect("prediction-detail", prediction_id=prediction.id)
+        basis = form.basis()  # FHIR references of the values the clinician kept as shown
+        done = submit_prediction(request, form, use_case,
+                                 lambda features: PredictionRequest(use_case, features, patient.identifier, basis))
+        if done is not None:
+            return done
     by_name = {r.name: r for r in rows}
     fields = [(value_field, unit_field, by_name[value_field.name]) for value_field, unit_field in form.feature_rows()]
     context: dict[str, Any] = {"patient": patient, "model": model, "form": form, "fields": fields,

@@ -64,6 +64,25 @@ def unavailable_page(request: HttpRequest, exc: ApplicationError) -> HttpRespons
     return render(request, "predictions/unavailable.html", {"message": exc.message}, status=exc.status_code)
 
 
+def submit_prediction(request: HttpRequest, form: Any, use_case: str,
+                      make_request: Callable[[dict[str, Any]], PredictionRequest]) -> HttpResponse | None:
+    """The clinician forms' submit step: validate the form's features against the live model, create the prediction
+    (stored and audited) and redirect to its result; None, with the errors put on the form, when it was refused."""
+    features = form.features_payload()
+    errors = validation_errors(use_case=use_case, features=features)
+    if errors:
+        form.add_service_errors(errors)
+        return None
+    try:
+        prediction = prediction_create(request=make_request(features), actor=actor_from_request(request),
+                                       channel=Prediction.Channel.WEB, source_ip=source_ip_from_request(request))
+    except ApplicationError as exc:
+        form.add_service_errors(exc.fields)
+        messages.error(request, exc.message)
+        return None
+    return redirect("prediction-detail", prediction_id=prediction.id)
+
+
 @never_cache
 @login_required
 @permission_required("predictions.add_prediction", raise_exception=True)
@@ -74,23 +93,11 @@ def predict(request: HttpRequest, use_case: str) -> HttpResponse:
         return unavailable_page(request, exc)
     form = PredictionForm(request.POST or None, spec=model.spec)
     if request.method == "POST" and form.is_valid():
-        features = form.features_payload()
-        errors = validation_errors(use_case=use_case, features=features)
-        if errors:
-            form.add_service_errors(errors)
-        else:
-            try:
-                prediction = prediction_create(
-                    request=PredictionRequest(use_case, features, form.cleaned_data["patient_id"].strip()),
-                    actor=actor_from_request(request),
-                    channel=Prediction.Channel.WEB,
-                    source_ip=source_ip_from_request(request),
-                )
-            except ApplicationError as exc:
-                form.add_service_errors(exc.fields)
-                messages.error(request, exc.message)
-            else:
-                return redirect("prediction-detail", prediction_id=prediction.id)
+        patient_ref = form.cleaned_data["patient_id"].strip()
+        done = submit_prediction(request, form, use_case,
+                                 lambda features: PredictionRequest(use_case, features, patient_ref))
+        if done is not None:
+            return done
     status = 400 if request.method == "POST" else 200
     return render(request, "predictions/predict.html", {"form": form, "model": model}, status=status)
 

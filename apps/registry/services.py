@@ -266,6 +266,13 @@ def _enqueue_mlflow_sync(version_id: int) -> None:
             logger.exception("could not record the MLflow sync failure", extra={"model_version_id": version_id})
 
 
+def _refuse_if_blocked(verdict: Any) -> None:
+    if not verdict.ok:
+        raise ApplicationError(verdict.summary(), code="gate_blocked",
+                               fields={"version": [check.detail for check in verdict.failures]},
+                               extra={"gate": verdict.as_dict()})
+
+
 @transaction.atomic
 def model_version_promote(*, version_id: int, actor: Actor, reason: str) -> ModelVersion:
     """Make a version the champion of its use case, if the promotion gate passes; the previous champion is
@@ -276,10 +283,7 @@ def model_version_promote(*, version_id: int, actor: Actor, reason: str) -> Mode
     if version.status == ModelVersion.Status.CHAMPION:
         return version
     verdict = promotion_gate_evaluate(version=version, live=champion)
-    if not verdict.ok:
-        raise ApplicationError(verdict.summary(), code="gate_blocked",
-                               fields={"version": [check.detail for check in verdict.failures]},
-                               extra={"gate": verdict.as_dict()})
+    _refuse_if_blocked(verdict)
     rollback = model_version_was_champion(version=version)
     kind = ModelVersionStatusChange.Kind.ROLLBACK if rollback else ModelVersionStatusChange.Kind.PROMOTE
     event = audit_event_record(
@@ -326,10 +330,7 @@ def model_version_set_challenger(*, version_id: int, actor: Actor, reason: str) 
     if version.status == ModelVersion.Status.CHALLENGER:
         return version
     verdict = challenger_gate_evaluate(version=version, live=champion)
-    if not verdict.ok:
-        raise ApplicationError(verdict.summary(), code="gate_blocked",
-                               fields={"version": [check.detail for check in verdict.failures]},
-                               extra={"gate": verdict.as_dict()})
+    _refuse_if_blocked(verdict)
     current = ModelVersion.objects.filter(use_case=version.use_case, status=ModelVersion.Status.CHALLENGER).first()
     event = audit_event_record(
         actor=actor,
