@@ -222,9 +222,12 @@ def main(argv: list[str] | None = None) -> None:
         "tool": "GNU time -v per step, each step its own process (wall clock incl. ~1-2 s Django start-up; "
                 "maximum resident set size)",
         "notes": "PostgreSQL 15 on 127.0.0.1, events shaped like prediction events (about 1 KiB each as JSONL). "
-                 "Exports stream `.values().iterator(chunk_size=2000)` (a server-side cursor) through a generator of "
-                 "~64 KiB blocks; `command` is `manage.py export_audit`, `api` is GET /api/v1/audit/events?format=... "
-                 "through the real DRF view with Django's test client in one process. Peak RSS at "
+                 "Exports (`apps.audit.exports.audit_export_stream`) read pages of 500 events by keyset on seq, one "
+                 "page ahead in a reader thread; PostgreSQL writes each row's text around inputs/output and Python "
+                 "adds their canonical JSON (orjson where byte-identical), one block per page. `command` is "
+                 "`manage.py export_audit`, `api` is GET /api/v1/audit/events?format=... through the real DRF view "
+                 "with Django's test client in one process. Wall clock includes Django start-up (which alone is "
+                 "~270 MiB RSS, most of the peak). Peak RSS at "
                  f"{args.small:,} vs {args.events:,} events shows whether memory grows with the export. The machine "
                  "was shared with other jobs while measuring, so events/s are lower bounds.",
         "rows": rows,

@@ -62,6 +62,31 @@ def _targets(results: dict[str, dict[str, Any]]) -> list[str]:
         upper = max(row["swap_seconds_from_command_start"] for row in swap["rows"])
         add("hot swap <= 5 s", f"worst {worst} s after promote_model exited ({upper} s from launching it), "
             f"{len(swap['rows'])} swaps", all(row["target_met"] for row in swap["rows"]))
+    export = results.get("audit_export")
+    if export and export.get("rows"):
+        # The largest export of each format through the command (rows "export <format> (command)").
+        largest: dict[str, dict[str, Any]] = {}
+        for row in export["rows"]:
+            step = row.get("step", "")
+            if step.startswith("export ") and "(command)" in step:
+                fmt = step.split()[1]
+                if fmt not in largest or row["events"] > largest[fmt]["events"]:
+                    largest[fmt] = row
+        if largest:
+            figure = "; ".join(f"{fmt} {row['events_per_s']:,.0f} rows/s, {row['peak_rss_mib']:,.0f} MiB "
+                               f"({row['events']:,} events)" for fmt, row in sorted(largest.items()))
+            add("audit export >= 50k rows/s in <= 300 MB", figure,
+                all(row["events_per_s"] >= 50_000 and row["peak_rss_mib"] <= 300 for row in largest.values()))
+    training = results.get("training")
+    if training and training.get("rows"):
+        at_target = [row for row in training["rows"] if row["rows"] == 100_000 and row.get("features", 0) >= 30]
+        models = {row["model"]: row for row in at_target}
+        if models:
+            total = sum(row["wall_seconds"] for row in models.values())
+            figure = ", ".join(f"{name} {row['wall_seconds']:,.1f} s" for name, row in sorted(models.items()))
+            add("training 100k x 30 (CV, both models) <= 5 min", f"{figure}; together {total:,.1f} s",
+                {"xgboost", "mlp"} <= set(models) and total <= 300
+                and all(row["exit_code"] == 0 for row in models.values()))
     if not lines:
         return []
     return ["", "## Targets (issue 11)", "", "| target | measured | met |", "|---|---|---|", *lines]

@@ -18,10 +18,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .actors import actor_from_request, source_ip_from_request
-from .exports import CONTENT_TYPES, FORMATS, export_filename, export_stream
+from .exports import CONTENT_TYPES, FORMATS, audit_export_stream, export_filename
 from .forms import AuditEventFilterForm
 from .models import AuditEvent
-from .selectors import audit_event_list, audit_event_rows
+from .selectors import audit_event_list
 from .services import audit_export_start
 
 PAGING_PARAMS = {"limit", "offset"}
@@ -139,9 +139,9 @@ class AuditEventListApi(APIView):
             return paginator.get_paginated_response(AuditEventSerializer(page, many=True).data)
         event = audit_export_start(actor=actor_from_request(request), export_format=export_format, filters=filters,
                                    channel="api", source_ip=source_ip_from_request(request))
-        rows = audit_event_rows(filters=filters, up_to_seq=event.seq - 1)
         response = StreamingHttpResponse(
-            export_stream(export_format, rows, exported_at=timezone.now(), export_seq=event.seq),
+            audit_export_stream(export_format, filters=filters, up_to_seq=event.seq - 1, exported_at=timezone.now(),
+                                export_seq=event.seq),
             content_type=CONTENT_TYPES[export_format])
         response["Content-Disposition"] = f'attachment; filename="{export_filename(export_format, event.seq)}"'
         response["X-Audit-Export-Seq"] = str(event.seq)

@@ -1,9 +1,17 @@
 """Export formats for audit events: CSV, JSONL and a FHIR R4 Bundle of AuditEvent resources.
 
-Each writer turns an iterator of plain dict rows (`selectors.audit_event_rows`) into an iterator of byte blocks of
-about 64 KiB, so a response or a file can stream any number of events in constant memory. Values are written
-verbatim (times in UTC with microseconds, inputs/output as canonical JSON), so the chain can be re-checked from a
-CSV or JSONL export of an unfiltered range.
+`audit_export_stream` is what the command, the API and the auditor pages stream: an iterator of byte blocks, so a
+response or a file can hold any number of events in constant memory. Values are written verbatim (times in UTC with
+microseconds, inputs/output as canonical JSON), so the chain can be re-checked from a CSV or JSONL export of an
+unfiltered range.
+
+Two implementations write the same bytes. The reference one (`export_stream`: plain dict rows from
+`selectors.audit_event_rows`, formatted in Python, blocks of about 64 KiB) runs on SQLite. On PostgreSQL the database
+writes each row's text around inputs and output (JSON string escapes as `json.dumps(ensure_ascii=False)`, CSV
+quoting as the csv module's minimal quoting, times as `_iso`), pages of rows are read one ahead in a thread, and
+Python adds only the canonical JSON of inputs and output (one block per page). jsonb text has ", " separators and
+its own key order, so inputs and output are parsed and re-encoded, with orjson where orjson writes exactly what
+`canonical_json` writes (see `_canonical`). Tests compare the two implementations byte for byte.
 """
 
 import csv
@@ -13,8 +21,11 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+from django.db import connection
+
 from .hashing import canonical_json
-from .selectors import EXPORT_FIELDS
+from .selectors import EXPORT_FIELDS, AuditEventFilters, audit_event_rows, audit_event_text_batches
 
 FORMATS = ("csv", "jsonl", "fhir")
 CONTENT_TYPES = {
@@ -80,11 +91,7 @@ def fhir_bundle(rows: Iterable[dict[str, Any]], *, exported_at: datetime, export
     """A FHIR R4 Bundle (type collection) of AuditEvent resources, streamed entry by entry."""
 
     def pieces() -> Iterator[str]:
-        head: dict[str, Any] = {"resourceType": "Bundle", "type": "collection", "timestamp": _iso(exported_at)}
-        if export_seq is not None:
-            head["identifier"] = {"system": f"{IDENTIFIER_SYSTEM}audit-export", "value": str(export_seq)}
-        opening = json.dumps(head, separators=(",", ":"))
-        yield opening[:-1] + ',"entry":['
+        yield _fhir_opening(exported_at=exported_at, export_seq=export_seq)
         first = True
         for row in rows:
             entry = {"fullUrl": f"urn:clinpredict:audit-event:{row['seq']}", "resource": fhir_audit_event(row)}
@@ -93,6 +100,14 @@ def fhir_bundle(rows: Iterable[dict[str, Any]], *, exported_at: datetime, export
         yield "]}"
 
     return _blocks(pieces())
+
+
+def _fhir_opening(*, exported_at: datetime, export_seq: int | None) -> str:
+    head: dict[str, Any] = {"resourceType": "Bundle", "type": "collection", "timestamp": _iso(exported_at)}
+    if export_seq is not None:
+        head["identifier"] = {"system": f"{IDENTIFIER_SYSTEM}audit-export", "value": str(export_seq)}
+    opening = json.dumps(head, separators=(",", ":"))
+    return opening[:-1] + ',"entry":['
 
 
 # DICOM audit event types (DCM) by the first part of our action names.
@@ -203,3 +218,296 @@ def export_stream(export_format: str, rows: Iterable[dict[str, Any]], *, exporte
 
 def export_filename(export_format: str, export_seq: int) -> str:
     return f"audit-events-before-{export_seq}.{EXTENSIONS[export_format]}"
+
+
+def audit_export_stream(export_format: str, *, filters: AuditEventFilters, up_to_seq: int | None,
+                        exported_at: datetime, export_seq: int | None = None) -> Iterator[bytes]:
+    """The export of the events that `filters` select up to `up_to_seq`, as byte blocks (the one path the command,
+    the API and the pages use)."""
+    if export_format not in FORMATS:
+        raise ValueError(f"unknown export format {export_format!r}; accepted: {', '.join(FORMATS)}")
+    if connection.vendor != "postgresql":
+        return export_stream(export_format, audit_event_rows(filters=filters, up_to_seq=up_to_seq),
+                             exported_at=exported_at, export_seq=export_seq)
+    batches = audit_event_text_batches(filters=filters, up_to_seq=up_to_seq, select=_SQL_PIECES[export_format])
+    if export_format == "csv":
+        return _pg_csv(batches)
+    if export_format == "jsonl":
+        return _pg_jsonl(batches)
+    return _pg_fhir(batches, exported_at=exported_at, export_seq=export_seq)
+
+
+# --- PostgreSQL: rows written by the database around canonical inputs/output -----------------------------------
+
+# orjson writes exactly what canonical_json writes (same escapes, keys sorted by code point, same float repr)
+# except for floats with a negative exponent (Python 1e-05, orjson 1e-5), i.e. 0 < |x| < 1e-4, which jsonb text
+# shows as "0.0000..."; and orjson reads integers beyond 64 bits as floats: 19 digits or more in jsonb text, not
+# after a decimal point. Text with either pattern (in a number or, harmlessly, in a string) is re-encoded by the
+# json module instead. Tests pin both cases. Substring searches are several times faster than a regular expression.
+_SORTED = orjson.OPT_SORT_KEYS
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_LONG_NUMBER = b"0" * 19
+
+
+def _orjson_exact(text: bytes) -> bool:
+    # Digits become "0"; ".0" -> ".x" shortens every fraction's run by one, so a float's 17 significant digits after
+    # up to two leading zeros (0.0012345678901234567) are not taken for a long integer.
+    return b"0.0000" not in text and _LONG_NUMBER not in text.translate(_DIGITS_AS_ZERO).replace(b".0", b".x")
+
+
+def _canonical(text: bytes) -> bytes:
+    """canonical_json of the value whose jsonb text is `text` (json.loads of that text is what the ORM reads)."""
+    if _orjson_exact(text):
+        try:
+            return orjson.dumps(orjson.loads(text), option=_SORTED)
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # e.g. nesting deeper than orjson allows
+            pass
+    return canonical_json(json.loads(text)).encode("utf-8")
+
+
+def _canonical_all(texts: list[bytes]) -> list[bytes]:
+    """`_canonical` of each text (b"null" for SQL NULL), a page at a time: one check and one parse for the page."""
+    joined = b",".join(texts)
+    if _orjson_exact(joined):
+        try:
+            dumps = orjson.dumps
+            return [dumps(value, option=_SORTED) for value in orjson.loads(b"[" + joined + b"]")]
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+            pass
+    return [_canonical(text) for text in texts]
+
+
+class _Literal(str):
+    """An SQL string literal made by `_lit`; keeps its text so `_concat` can merge neighbouring constants."""
+
+    text: str
+
+
+def _lit(text: str) -> str:
+    """A constant as an SQL string literal (standard_conforming_strings is on: only quotes are doubled)."""
+    literal = _Literal("'" + text.replace("'", "''") + "'")
+    literal.text = text
+    return literal
+
+
+def _concat(*parts: str) -> str:
+    """SQL concatenation; neighbouring constants become one literal (each `||` copies the text built so far)."""
+    merged: list[str] = []
+    for part in parts:
+        if isinstance(part, _Literal) and merged and isinstance(merged[-1], _Literal):
+            merged[-1] = _lit(merged[-1].text + part.text)
+        else:
+            merged.append(part)
+    return merged[0] if len(merged) == 1 else " || ".join(merged)
+
+
+def _json_str(column: str) -> str:
+    """A text column as a JSON string: PostgreSQL's to_json escapes exactly what json.dumps(ensure_ascii=False)
+    escapes (backslash, quote, the short escapes for BS FF LF CR TAB, other controls as lowercase \\u00xx)."""
+    return f"to_json({column})::text"
+
+
+_ISO = """to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""  # = _iso(created_at)
+_IP = "abbrev(source_ip)"  # the inet output text (no /32 for a single address), what the ORM reads
+# SQL NULL and jsonb null both read as None, and every format writes them alike.
+_JSON_TEXT = {name: f"coalesce({name}::text, 'null')" for name in ("inputs", "output")}
+
+
+def _csv_cell(column: str) -> str:
+    """csv.writer's minimal quoting: quote a value holding a comma, a quote, CR or LF; double its quotes. (Four
+    strpos calls cost PostgreSQL less than one regular expression.)"""
+    plain = " + ".join(f"strpos({column}, {char})" for char in ("'\"'", "','", "E'\\r'", "E'\\n'"))
+    return f"""(CASE WHEN {plain} = 0 THEN {column} ELSE '"' || replace({column}, '"', '""') || '"' END)"""
+
+
+def _csv_pieces() -> list[str]:
+    """Each CSV line as (before inputs, after output); inputs and output themselves are added in Python."""
+    cells = {"seq": "seq::text", "created_at": _ISO, "source_ip": f"coalesce({_IP}, '')"}
+    before: list[str] = []
+    after: list[str] = []
+    target = before
+    for name in EXPORT_FIELDS:
+        if name == "inputs":
+            target = after
+            continue
+        if name == "output":
+            continue
+        target.append(cells.get(name) or _csv_cell(name))
+    return [_concat(*(f"{cell} || ','" for cell in before)), _JSON_TEXT["inputs"], _JSON_TEXT["output"],
+            _concat(_lit(","), " || ',' || ".join(after), _lit("\r\n"))]
+
+
+def _jsonl_pieces() -> list[str]:
+    """Each JSONL line (canonical_json of the row: keys sorted) as the text before inputs, between inputs and
+    output, and after output."""
+    values = {"seq": "seq::text", "created_at": _concat(_lit('"'), _ISO, _lit('"')),
+              "source_ip": f"coalesce(to_json({_IP})::text, 'null')"}
+    pieces: list[list[str]] = [[]]
+    opening = "{"
+    for name in sorted(EXPORT_FIELDS):
+        pieces[-1].append(_lit(f'{opening}"{name}":'))
+        opening = ","
+        if name in ("inputs", "output"):
+            pieces += [[_JSON_TEXT[name]], []]
+            continue
+        pieces[-1].append(values.get(name) or _json_str(name))
+    pieces[-1].append(_lit("}\n"))
+    return [_concat(*parts) for parts in pieces]
+
+
+
+def _fhir_fixed() -> dict[str, str]:
+    """The fixed JSON between an entry's variable parts, taken from `fhir_audit_event` itself so both paths share
+    it. Written by Python rather than sent by PostgreSQL with every row."""
+    sample = fhir_audit_event({
+        "seq": 1, "created_at": datetime(2000, 1, 1, tzinfo=UTC), "actor_type": "user", "actor_id": "a",
+        "action": "x", "object_type": "", "object_id": "", "patient_ref": "p", "model_version": "",
+        "model_sha256": "", "inputs": None, "output": None, "request_id": "", "source_ip": None, "prev_hash": "",
+        "hash": ""})
+    patient, obj = sample["entity"]
+    return {
+        "role_system": _entry_json(sample["agent"][0]["type"]["coding"][0]["system"]),
+        "after_agent": f',"source":{_entry_json(sample["source"])},"entity":[',
+        "patient_open": f'{{"what":{{"identifier":{{"system":{_entry_json(patient["what"]["identifier"]["system"])},'
+                        '"value":',
+        "patient_close": f'}}}},"type":{_entry_json(patient["type"])},"role":{_entry_json(patient["role"])}}},',
+        "object_open": f'{{"type":{_entry_json(obj["type"])},"detail":[{{"type":"seq","valueString":"',
+    }
+
+
+def _fhir_pieces() -> list[str]:
+    """Each Bundle entry's variable parts: the text before `type`; the action (type, subtype, action and outcome
+    are written by `_fhir_action`); `recorded`; the agent; the patient reference as JSON (NULL for none); the
+    details from seq to the one before inputs; inputs; output; the text after the details. `_pg_fhir` puts the
+    fixed parts (`_fhir_fixed`) between them. Mirrors `fhir_audit_event` field by field."""
+
+    def case(condition: str, then: str, otherwise: str = "''") -> str:
+        return f"(CASE WHEN {condition} THEN {then} ELSE {otherwise} END)"
+
+    def detail(name: str, value: str) -> str:
+        return _concat(_lit(f',{{"type":"{name}","valueString":'), value, _lit("}"))
+
+    def optional_detail(column: str) -> str:
+        return case(f"{column} <> ''", detail(column, _json_str(column)))
+
+    head = _concat(_lit('{"fullUrl":"urn:clinpredict:audit-event:'), "seq::text",
+                   _lit('","resource":{"resourceType":"AuditEvent","id":"'), "seq::text", _lit('",'))
+    recorded = _concat(_lit('"'), _ISO, _lit('"'))
+    agent = _concat(
+        _lit('"agent":[{"type":{"coding":[{"system":'), _lit(_FHIR_FIXED["role_system"]), _lit(',"code":'),
+        case("actor_type = 'user'", _lit('"humanuser"'), _lit('"dataprocessor"')),
+        _lit('}]},"who":{"identifier":{"system":'),
+        _json_str(_concat(_lit(f"{IDENTIFIER_SYSTEM}actor:"), "actor_type")),
+        _lit(',"value":'), _json_str(case("actor_id <> ''", "actor_id", "actor_type")),
+        _lit('},"display":'), _json_str(_concat("actor_type", "':'", "actor_id")), _lit('},"requestor":true'),
+        case("source_ip IS NOT NULL",
+             _concat(_lit(',"network":{"address":'), _json_str(_IP), _lit(',"type":"2"}'))),
+        _lit("}]"))
+    patient = case("patient_ref <> ''", _json_str("patient_ref"), "NULL")
+    details = _concat(
+        "seq::text", _lit('"}'), detail("prev_hash", _json_str("prev_hash")), detail("hash", _json_str("hash")),
+        optional_detail("request_id"), optional_detail("model_version"), optional_detail("model_sha256"))
+    what = case("object_type <> '' OR object_id <> ''", _concat(
+        _lit(',"what":{"identifier":{"system":'),
+        _json_str(_concat(_lit(IDENTIFIER_SYSTEM), case("object_type <> ''", "object_type", "'object'"))),
+        _lit(',"value":'), _json_str(case("object_id <> ''", "object_id", "object_type")),
+        _lit('}},"name":'), _json_str("object_type")))
+    after_details = _concat(_lit("]"), what, _lit("}]}}"))
+    return [head, "action", recorded, agent, patient, details, _JSON_TEXT["inputs"], _JSON_TEXT["output"],
+            after_details]
+
+
+def _entry_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+_FHIR_FIXED = _fhir_fixed()
+_SQL_PIECES = {"csv": _csv_pieces(), "jsonl": _jsonl_pieces(), "fhir": _fhir_pieces()}
+
+
+Pages = Iterator[list[tuple[Any, ...]]]  # (seq, *the SQL pieces of the format)
+
+
+def _csv_json_cell(value: bytes) -> bytes:
+    if value == b"null":
+        return b""
+    if b'"' in value or b"," in value:  # canonical JSON has no raw CR or LF
+        return b'"' + value.replace(b'"', b'""') + b'"'
+    return value
+
+
+def _pg_csv(pages: Pages) -> Iterator[bytes]:
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\r\n").writerow(EXPORT_FIELDS)
+    yield header.getvalue().encode("utf-8")
+    cell = _csv_json_cell
+    for page in pages:
+        inputs = _canonical_all([row[2] for row in page])
+        outputs = _canonical_all([row[3] for row in page])
+        parts: list[bytes] = []
+        add = parts.extend
+        for row, row_inputs, row_output in zip(page, inputs, outputs, strict=True):
+            add((row[1], cell(row_inputs), b",", cell(row_output), row[4]))
+        yield b"".join(parts)
+
+
+def _pg_jsonl(pages: Pages) -> Iterator[bytes]:
+    for page in pages:
+        inputs = _canonical_all([row[2] for row in page])
+        outputs = _canonical_all([row[4] for row in page])
+        parts: list[bytes] = []
+        add = parts.extend
+        for row, row_inputs, row_output in zip(page, inputs, outputs, strict=True):
+            add((row[1], row_inputs, row[3], row_output, row[5]))
+        yield b"".join(parts)
+
+
+_FHIR_ACTION_CACHE_SIZE = 4096
+
+
+def _fhir_action(action: str) -> tuple[bytes, bytes]:
+    """The JSON around `recorded` that depends only on the action: type, subtype, action; outcome."""
+    kind = fhir_audit_event({
+        "seq": 0, "created_at": datetime(2000, 1, 1, tzinfo=UTC), "actor_type": "", "actor_id": "",
+        "action": action, "object_type": "", "object_id": "", "patient_ref": "", "model_version": "",
+        "model_sha256": "", "inputs": None, "output": None, "request_id": "", "source_ip": None, "prev_hash": "",
+        "hash": ""})
+    before = ",".join(f'"{name}":{_entry_json(kind[name])}' for name in ("type", "subtype", "action"))
+    return f'{before},"recorded":'.encode(), f',"outcome":{_entry_json(kind["outcome"])},'.encode()
+
+
+def _fhir_details(name: str, values: list[bytes]) -> list[bytes]:
+    """The inputs or output detail of each entry of a page (nothing for null): canonical JSON as a JSON string,
+    i.e. with backslashes and quotes escaped; canonical JSON holds no raw control characters, so no newline either,
+    which lets one pass escape the whole page."""
+    escaped = b"\n".join(values).replace(b"\\", b"\\\\").replace(b'"', b'\\"').split(b"\n")
+    opening = f',{{"type":"{name}","valueString":"'.encode()
+    return [b"" if value == b"null" else b"".join((opening, text, b'"}'))
+            for value, text in zip(values, escaped, strict=True)]
+
+
+def _pg_fhir(pages: Pages, *, exported_at: datetime, export_seq: int | None) -> Iterator[bytes]:
+    yield _fhir_opening(exported_at=exported_at, export_seq=export_seq).encode("utf-8")
+    actions: dict[bytes, tuple[bytes, bytes]] = {}
+    separator = b""
+    after_agent, patient_open, patient_close, object_open = (
+        _FHIR_FIXED[name].encode("utf-8") for name in ("after_agent", "patient_open", "patient_close", "object_open"))
+    for page in pages:
+        inputs = _fhir_details("inputs", _canonical_all([row[7] for row in page]))
+        outputs = _fhir_details("output", _canonical_all([row[8] for row in page]))
+        parts: list[bytes] = []
+        add = parts.extend
+        for row, inputs_detail, output_detail in zip(page, inputs, outputs, strict=True):
+            action = row[2]
+            around = actions.get(action)
+            if around is None:
+                if len(actions) >= _FHIR_ACTION_CACHE_SIZE:
+                    actions.clear()
+                around = actions[action] = _fhir_action(action.decode("utf-8"))
+            add((separator, row[1], around[0], row[3], around[1], row[4], after_agent))
+            if row[5] is not None:
+                add((patient_open, row[5], patient_close))
+            add((object_open, row[6], inputs_detail, output_detail, row[9]))
+            separator = b","
+        yield b"".join(parts)
+    yield b"]}"

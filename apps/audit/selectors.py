@@ -1,12 +1,16 @@
 """Reads over the audit ledger: filtering, export rows, and verification of the hash chain."""
 
-from collections.abc import Iterable, Iterator, Mapping
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from django.db import connection
 from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
 
 from . import backup as backup_file
 from .hashing import GENESIS_HASH, HASHED_FIELDS, canonical_json, event_hash
@@ -15,6 +19,7 @@ from .models import AuditBackup, AuditChainVerification, AuditEvent
 # Every stored column of an event, in the order exports write them.
 EXPORT_FIELDS: tuple[str, ...] = (*HASHED_FIELDS, "prev_hash", "hash")
 EXPORT_CHUNK_SIZE = 2000
+EXPORT_BATCH_SIZE = 500  # events per page of the PostgreSQL export path (a few MB at most)
 BACKUP_ACTION = "audit.backup"
 
 
@@ -95,6 +100,91 @@ def audit_event_rows(*, filters: AuditEventFilters, up_to_seq: int | None = None
     if up_to_seq is not None:
         queryset = queryset.filter(seq__lte=up_to_seq)
     return queryset.values(*EXPORT_FIELDS).iterator(chunk_size=chunk_size)
+
+
+def audit_event_text_batches(*, filters: AuditEventFilters, up_to_seq: int | None = None, select: Sequence[str],
+                             batch_size: int | None = None) -> Iterator[list[tuple[Any, ...]]]:
+    """PostgreSQL only: the SQL expressions in `select` over the filtered events, in sequence order, as lists of up to
+    `batch_size` tuples (seq, *expressions), text as undecoded UTF-8 bytes (None for NULL).
+
+    Read page by page, keyset on `seq` (each page one short statement on the seq index): memory stays constant and
+    no snapshot, cursor or temporary file is held between pages. The events an export covers are committed and
+    append-only, so the pages add up to one consistent read. A reader thread fetches the next page on this
+    thread's database connection while the caller formats the current one (PostgreSQL builds the text meanwhile);
+    the caller must not use the connection until the iterator is exhausted or closed."""
+    queryset = audit_event_list(filters=filters)
+    if up_to_seq is not None:
+        queryset = queryset.filter(seq__lte=up_to_seq)
+    names = [f"export_{i}" for i in range(len(select))]
+    # `select` holds the exporters' own SQL expressions over this table's columns, never request data.
+    annotated = {name: RawSQL(expression, ()) for name, expression in zip(names, select, strict=True)}  # noqa: S611
+    sql, params = queryset.annotate(**annotated).values_list("seq", *names).query.sql_with_params()
+    page_sql = (f"SELECT * FROM ({sql}) AS export_page "  # noqa: S608 - the ORM's query; its params stay separate
+                "WHERE export_page.seq > %s ORDER BY export_page.seq LIMIT %s")
+    connection.ensure_connection()
+    pages = _text_pages(connection.connection, connection.wrap_database_errors, page_sql, tuple(params),
+                        batch_size or EXPORT_BATCH_SIZE)
+    return _read_ahead(pages)
+
+
+def _text_pages(raw_connection: Any, wrap_errors: Any, page_sql: str, params: tuple[Any, ...],
+                batch_size: int) -> Iterator[list[tuple[Any, ...]]]:
+    from psycopg2.extensions import BYTES, register_type
+
+    after = 0
+    while True:
+        with wrap_errors, raw_connection.cursor() as cursor:  # errors raised as Django's DatabaseError classes
+            register_type(BYTES, cursor)  # text and varchar as undecoded bytes, for this cursor only
+            cursor.execute(page_sql, (*params, after, batch_size))
+            rows = cursor.fetchall()
+        if not rows:
+            return
+        after = rows[-1][0]
+        yield rows
+        if len(rows) < batch_size:
+            return
+
+
+_END = object()
+
+
+def _read_ahead(pages: Iterator[list[tuple[Any, ...]]]) -> Iterator[list[tuple[Any, ...]]]:
+    """Run `pages` one page ahead in a thread; errors are raised here, and closing this iterator early stops the
+    thread (after the page it is reading) before the connection is used again."""
+    handoff: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for page in pages:
+                if not put(page):
+                    return
+            put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread, which raises it
+            put(exc)
+
+    reader = threading.Thread(target=read, name="audit-export-reader", daemon=True)
+    reader.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        reader.join()
 
 
 def audit_event_get(*, seq: int) -> AuditEvent:

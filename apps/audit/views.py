@@ -13,7 +13,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from .actors import actor_from_request, source_ip_from_request
-from .exports import CONTENT_TYPES, FORMATS, export_filename, export_stream
+from .exports import CONTENT_TYPES, FORMATS, audit_export_stream, export_filename
 from .forms import AuditEventFilterForm
 from .models import AuditEvent
 from .selectors import (
@@ -22,7 +22,6 @@ from .selectors import (
     audit_chain_verification_latest,
     audit_event_get,
     audit_event_list,
-    audit_event_rows,
 )
 from .services import audit_export_start
 
@@ -87,9 +86,9 @@ def export(request: HttpRequest, export_format: str) -> HttpResponse:
     filters = form.filters()
     event = audit_export_start(actor=actor_from_request(request), export_format=export_format, filters=filters,
                                channel="web", source_ip=source_ip_from_request(request))
-    rows = audit_event_rows(filters=filters, up_to_seq=event.seq - 1)
     response = StreamingHttpResponse(
-        export_stream(export_format, rows, exported_at=timezone.now(), export_seq=event.seq),
+        audit_export_stream(export_format, filters=filters, up_to_seq=event.seq - 1, exported_at=timezone.now(),
+                            export_seq=event.seq),
         content_type=CONTENT_TYPES[export_format])
     response["Content-Disposition"] = f'attachment; filename="{export_filename(export_format, event.seq)}"'
     response["X-Audit-Export-Seq"] = str(event.seq)

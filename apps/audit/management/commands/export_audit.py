@@ -7,9 +7,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from apps.audit.actors import Actor
-from apps.audit.exports import FORMATS, export_stream
+from apps.audit.exports import FORMATS, audit_export_stream
 from apps.audit.forms import AuditEventFilterForm
-from apps.audit.selectors import audit_event_rows
 from apps.audit.services import audit_export_start
 
 
@@ -37,8 +36,8 @@ class Command(BaseCommand):
         who = options["actor_name"] or getpass.getuser()
         event = audit_export_start(actor=Actor(type="system", id=f"export_audit:{who}"[:150]),
                                    export_format=export_format, filters=filters, channel="command")
-        rows = audit_event_rows(filters=filters, up_to_seq=event.seq - 1)
-        blocks = export_stream(export_format, rows, exported_at=timezone.now(), export_seq=event.seq)
+        blocks = audit_export_stream(export_format, filters=filters, up_to_seq=event.seq - 1,
+                                     exported_at=timezone.now(), export_seq=event.seq)
         target = options["output"]
         written = 0
         if target == "-":
