@@ -26,3 +26,12 @@ def child_exit(server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+# Threaded workers with HTTP keep-alive. A sync worker closes the connection after every response, so every request
+# of an EHR or batch client pays a new TCP connection, and the worker sits idle while PostgreSQL flushes the audit
+# commit. gthread keeps connections open (keepalive seconds) and lets a worker's other threads use the CPU meanwhile.
+# Each thread has its own database connection (CONN_MAX_AGE), so the pool is workers x threads connections.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
