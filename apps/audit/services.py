@@ -140,7 +140,7 @@ def audit_events_record_many(*, actor: Actor, drafts: Sequence[AuditEventDraft],
 
 
 _APPEND_SQL = ("SELECT event_id, event_seq, event_created_at, event_prev_hash, event_hash "
-               "FROM audit_auditevent_append(%s, %s::jsonb, %s)")
+               "FROM audit_auditevent_append(%s, %s::jsonb, %s::text)")
 
 
 def _json_column(value: Any) -> Any:
