@@ -7,6 +7,7 @@ stay in the sums, as they should). Without PROMETHEUS_MULTIPROC_DIR these hooks 
 """
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,3 +27,17 @@ def child_exit(server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+# Threaded workers with HTTP keep-alive. A sync worker closes the connection after every response, so every request
+# of an EHR or batch client pays a new TCP connection, and the worker sits idle while PostgreSQL flushes the audit
+# commit. gthread keeps connections open (keepalive seconds) and lets a worker's other threads use the CPU meanwhile.
+# Each thread has its own database connection (CONN_MAX_AGE), so the pool is workers x threads connections.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
+
+# A thread that gets its answer from PostgreSQL while holding the audit-chain lock must get the GIL back quickly to
+# send COMMIT; with CPython's default 5 ms switch interval it can wait behind another thread's Python work for up to
+# 5 ms while every other writer queues on the lock. 0.5 ms keeps that hand-over short (forked workers inherit it).
+sys.setswitchinterval(float(os.environ.get("GUNICORN_SWITCH_INTERVAL", "0.0005")))

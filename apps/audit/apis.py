@@ -7,7 +7,7 @@ from django.http import Http404, StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
-from oauth2_provider.contrib.rest_framework import OAuth2Authentication, TokenMatchesOASRequirements
+from oauth2_provider.contrib.rest_framework import TokenMatchesOASRequirements
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import LimitOffsetPagination
@@ -16,6 +16,8 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from apps.core.authentication import BearerTokenAuthentication
 
 from .actors import actor_from_request, source_ip_from_request
 from .exports import CONTENT_TYPES, FORMATS, audit_export_stream, export_filename
@@ -99,7 +101,7 @@ _RESPONSES = {
 
 
 class AuditEventListApi(APIView):
-    authentication_classes = [OAuth2Authentication]
+    authentication_classes = [BearerTokenAuthentication]
     permission_classes = [TokenMatchesOASRequirements, TokenUserMayReadAudit]
     required_alternate_scopes = {"GET": [["audit:read"]]}
     renderer_classes = [JSONRenderer, CsvRenderer, JsonlRenderer, FhirRenderer]

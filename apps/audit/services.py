@@ -5,21 +5,23 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from apps.core.context import request_id_var
+from apps.core.db import insert_rows
 from ml.validation import file_sha256
 
 from . import backup as backup_file
 from .actors import Actor
-from .hashing import GENESIS_HASH, canonical_json, event_hash
+from .hashing import GENESIS_HASH, canonical_json, event_hash, hash_template
 from .models import AuditBackup, AuditChainVerification, AuditEvent
 from .selectors import (
     BACKUP_ACTION,
@@ -53,6 +55,18 @@ def _lock_chain() -> None:
     _advisory_xact_lock(_AUDIT_CHAIN_LOCK_KEY)
 
 
+def _chain_head() -> tuple[int, str] | None:
+    """(seq, hash) of the last event, read after the chain lock is taken (a plain statement: this runs on every
+    audited write, and the ORM's query compilation cost more than the indexed read)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_HEAD_SQL)
+        row = cursor.fetchone()
+    return (int(row[0]), str(row[1])) if row else None
+
+
+_HEAD_SQL = f"SELECT seq, hash FROM {AuditEvent._meta.db_table} ORDER BY seq DESC LIMIT 1"  # noqa: S608 - constants
+
+
 def _normalise(value: Any) -> Any:
     # Store exactly what was hashed: JSON types only, so reading back from the database hashes the same.
     return None if value is None else json.loads(canonical_json(value))
@@ -72,26 +86,23 @@ class AuditEventDraft:
     output: Any = None
 
 
-def audit_events_record_many(*, actor: Actor, drafts: Sequence[AuditEventDraft],
-                             source_ip: str | None = None) -> list[AuditEvent]:
+def audit_events_record_many(*, actor: Actor, drafts: Sequence[AuditEventDraft], source_ip: str | None = None,
+                             rows: Sequence[models.Model] | None = None) -> list[AuditEvent]:
     """Append events to the chain in the given order, taking the chain lock once and inserting them in one
     statement: contiguous sequence numbers, each event hashed over its predecessor. Must run inside the caller's
-    transaction, so the events and the changes they record commit or roll back together."""
+    transaction, so the events and the changes they record commit or roll back together.
+
+    `rows`: one unsaved instance per event, of one model with `audit_seq` and `created_at` fields (the change each
+    event records, e.g. the prediction). They get their event's seq and time and are inserted with the events: on
+    PostgreSQL in the same statement, so the section other writers wait for is one round trip and the COMMIT."""
     if not connection.in_atomic_block:
         raise RuntimeError("audit_event_record must be called inside the transaction of the change it records")
     if not drafts:
         return []
     # Everything that does not depend on the chain is prepared before the lock: writers queue on it until commit.
     request_id = request_id_var.get()
-    payloads = [(_normalise(draft.inputs), _normalise(draft.output)) for draft in drafts]
-    _lock_chain()
-    last = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
-    seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
-    events: list[AuditEvent] = []
-    for draft, (inputs, output) in zip(drafts, payloads, strict=True):
-        fields: dict[str, Any] = {
-            "seq": seq,
-            "created_at": timezone.now(),
+    prepared: list[dict[str, Any]] = [
+        {
             "actor_type": actor.type,
             "actor_id": actor.id,
             "action": draft.action,
@@ -100,15 +111,76 @@ def audit_events_record_many(*, actor: Actor, drafts: Sequence[AuditEventDraft],
             "patient_ref": draft.patient_ref,
             "model_version": draft.model_version,
             "model_sha256": draft.model_sha256,
-            "inputs": inputs,
-            "output": output,
+            "inputs": _normalise(draft.inputs),
+            "output": _normalise(draft.output),
             "request_id": request_id,
             "source_ip": source_ip,
         }
-        digest = event_hash(fields, prev_hash)
-        events.append(AuditEvent(**fields, prev_hash=prev_hash, hash=digest))
+        for draft in drafts
+    ]
+    if rows is not None and len(rows) != len(drafts):
+        raise ValueError("one row per event")
+    if connection.vendor == "postgresql":
+        return _append_in_database(prepared, rows)
+    _lock_chain()
+    last = _chain_head()
+    seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+    events: list[AuditEvent] = []
+    for fields in prepared:
+        chained = {**fields, "seq": seq, "created_at": timezone.now()}
+        digest = event_hash(chained, prev_hash)
+        events.append(AuditEvent(**chained, prev_hash=prev_hash, hash=digest))
         seq, prev_hash = seq + 1, digest
-    return AuditEvent.objects.bulk_create(events)
+    events = insert_rows(events)
+    if rows:
+        for row, event in zip(rows, events, strict=True):
+            row.audit_seq, row.created_at = event.seq, event.created_at  # type: ignore[attr-defined]
+        insert_rows(rows)
+    return events
+
+
+_APPEND_SQL = ("SELECT event_id, event_seq, event_created_at, event_prev_hash, event_hash "
+               "FROM audit_auditevent_append(%s, %s::jsonb, %s::text)")
+
+
+def _json_column(value: Any) -> Any:
+    """A model value as JSON that jsonb_populate_record turns back into the same column value."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _append_in_database(prepared: Sequence[dict[str, Any]],
+                        rows: Sequence[models.Model] | None) -> list[AuditEvent]:
+    """PostgreSQL: lock, head read, hashing and the inserts in one round trip (migration 0004), so the section
+    every other writer waits for is one statement and the COMMIT. The hashes are the ones `event_hash` gives."""
+    payload = []
+    for index, fields in enumerate(prepared):
+        head, middle, tail = hash_template(fields)
+        item = {**fields, "head": head, "middle": middle, "tail": tail}
+        if rows:
+            row = rows[index]
+            item["row"] = {f.column: _json_column(getattr(row, f.attname)) for f in row._meta.concrete_fields
+                           if f.attname not in ("audit_seq", "created_at")}
+        payload.append(item)
+    table = rows[0]._meta.db_table if rows else None
+    with connection.cursor() as cursor:
+        cursor.execute(_APPEND_SQL, [_AUDIT_CHAIN_LOCK_KEY, json.dumps(payload), table])
+        returned = sorted(cursor.fetchall(), key=lambda r: r[1])  # by seq: the order of the drafts
+    events: list[AuditEvent] = []
+    for index, (fields, (pk, seq, created_at, prev_hash, digest)) in enumerate(zip(prepared, returned, strict=True)):
+        event = AuditEvent(id=pk, seq=seq, created_at=created_at, prev_hash=prev_hash, hash=digest, **fields)
+        event._state.adding = False
+        event._state.db = connection.alias
+        events.append(event)
+        if rows:
+            row = rows[index]
+            row.audit_seq, row.created_at = seq, created_at  # type: ignore[attr-defined]
+            row._state.adding = False
+            row._state.db = connection.alias
+    return events
 
 
 def audit_event_record(

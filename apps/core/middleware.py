@@ -3,6 +3,9 @@ import time
 import uuid
 from collections.abc import Callable
 
+import csp.constants
+import csp.middleware
+import csp.utils
 from django.conf import settings
 from django.contrib.auth import logout
 from django.contrib.auth.views import redirect_to_login
@@ -66,4 +69,33 @@ class NoStoreMiddleware:
         if not request.path.startswith(f"/{settings.STATIC_URL.strip('/')}/"):
             response["Cache-Control"] = "no-store, max-age=0"
             response["Pragma"] = "no-cache"
+        return response
+
+
+_CSP_OVERRIDES = ("_csp_config", "_csp_update", "_csp_replace", "_csp_exempt",
+                  "_csp_config_ro", "_csp_update_ro", "_csp_replace_ro", "_csp_exempt_ro")
+
+
+class CSPMiddleware(csp.middleware.CSPMiddleware):
+    """django-csp's middleware, with the site-wide header built once instead of on every response.
+
+    A response that used a nonce, carries a per-view policy (the csp decorators), or meets a report-only policy or
+    DEBUG goes through django-csp unchanged. The rest (every API answer and most pages) get the very header
+    `build_policy()` gives for the settings, rebuilt whenever the CONTENT_SECURITY_POLICY object changes."""
+
+    _cached: tuple[object, str] = (None, "")
+
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
+        if (settings.DEBUG or getattr(request, "_csp_nonce", None) is not None
+                or getattr(settings, "CONTENT_SECURITY_POLICY_REPORT_ONLY", None)
+                or any(hasattr(response, name) for name in _CSP_OVERRIDES)):
+            return super().process_response(request, response)
+        policy = getattr(settings, "CONTENT_SECURITY_POLICY", None) or {}
+        if CSPMiddleware._cached[0] is not policy:
+            CSPMiddleware._cached = (policy, csp.utils.build_policy())
+        header = CSPMiddleware._cached[1]
+        excluded = request.path_info.startswith(tuple(policy.get("EXCLUDE_URL_PREFIXES") or ()))
+        if header and csp.constants.HEADER not in response and not excluded:
+            response[csp.constants.HEADER] = header
+        request.csp_nonce = csp.middleware.CheckableLazyObject(self._csp_nonce_post_response)  # type: ignore[attr-defined]
         return response

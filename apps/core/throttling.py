@@ -1,12 +1,21 @@
 """Per-client API rate limit: each OAuth2 application (or user) gets its own budget; over it, 429 + Retry-After.
 
 The counts live in the cache (Redis in production). If the cache is unreachable the limit is not enforced for that
-request (logged), rather than failing clinical traffic: rate limiting protects capacity, it is not an access check."""
+request (logged), rather than failing clinical traffic: rate limiting protects capacity, it is not an access check.
+
+A fixed-window counter (one atomic `incr` per request), not DRF's sliding log: `SimpleRateThrottle` reads, trims
+and writes back the list of every request time within the window on each request, so at the rates an EHR or a
+batch client reaches (thousands a minute) each request pickled and shipped a list of thousands of floats, and two
+workers could overwrite each other's lists. The counter is O(1) and exact across workers; the price is that a
+client may spend up to two windows' budget across a window boundary, which is fine for capacity protection."""
 
 import logging
+import math
+import time
 from typing import Any
 
 from django.conf import settings
+from django.core.cache import cache as default_cache
 from rest_framework.throttling import SimpleRateThrottle
 
 logger = logging.getLogger(__name__)
@@ -21,11 +30,32 @@ class ClientRateThrottle(SimpleRateThrottle):
         return rate
 
     def allow_request(self, request: Any, view: Any) -> bool:
+        if self.rate is None:
+            return True
+        key = self.get_cache_key(request, view)
+        if key is None:
+            return True
+        now = time.time()
+        window = int(now // self.duration)
+        self._wait = (window + 1) * self.duration - now
         try:
-            return super().allow_request(request, view)
+            count = self._count(f"{key}:{window}")
         except Exception as exc:  # the cache backend's connection errors differ per backend
             logger.warning("rate-limit cache unavailable; request allowed", extra={"error_type": type(exc).__name__})
             return True
+        return count <= self.num_requests
+
+    def _count(self, key: str) -> int:
+        cache = default_cache
+        try:
+            return int(cache.incr(key))
+        except ValueError:  # no counter for this window yet
+            if cache.add(key, 1, timeout=int(self.duration) + 1):
+                return 1
+            return int(cache.incr(key))  # another worker created it first
+
+    def wait(self) -> float | None:
+        return max(1.0, math.ceil(self._wait))
 
     def get_cache_key(self, request: Any, view: Any) -> str | None:
         application = getattr(getattr(request, "auth", None), "application", None)

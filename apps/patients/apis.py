@@ -3,7 +3,7 @@
 from typing import Any
 
 from drf_spectacular.utils import extend_schema
-from oauth2_provider.contrib.rest_framework import OAuth2Authentication, TokenMatchesOASRequirements
+from oauth2_provider.contrib.rest_framework import TokenMatchesOASRequirements
 from rest_framework import status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import LimitOffsetPagination
@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from apps.audit.actors import actor_from_request
 from apps.core.api import paginated
+from apps.core.authentication import BearerTokenAuthentication
 
 from .models import Patient
 from .selectors import outcome_list, patient_by_identifier, patient_list, patient_observations
@@ -42,7 +43,7 @@ def _patient_or_404(identifier: str) -> Patient:
 
 
 class PatientListApi(APIView):
-    authentication_classes = [OAuth2Authentication]
+    authentication_classes = [BearerTokenAuthentication]
     permission_classes = [TokenMatchesOASRequirements]
     required_alternate_scopes = {"GET": [["patients:read"]]}
 
@@ -55,7 +56,7 @@ class PatientListApi(APIView):
 
 
 class PatientDetailApi(APIView):
-    authentication_classes = [OAuth2Authentication]
+    authentication_classes = [BearerTokenAuthentication]
     permission_classes = [TokenMatchesOASRequirements]
     required_alternate_scopes = {"GET": [["patients:read"]]}
 
@@ -65,7 +66,7 @@ class PatientDetailApi(APIView):
 
 
 class PatientObservationsApi(APIView):
-    authentication_classes = [OAuth2Authentication]
+    authentication_classes = [BearerTokenAuthentication]
     permission_classes = [TokenMatchesOASRequirements]
     required_alternate_scopes = {"GET": [["patients:read"]]}
 
@@ -79,7 +80,7 @@ class PatientObservationsApi(APIView):
 
 
 class OutcomeListCreateApi(APIView):
-    authentication_classes = [OAuth2Authentication]
+    authentication_classes = [BearerTokenAuthentication]
     permission_classes = [TokenMatchesOASRequirements]
     required_alternate_scopes = {"GET": [["patients:read"]], "POST": [["patients:write"]]}
 

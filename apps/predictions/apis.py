@@ -6,7 +6,7 @@ from uuid import UUID
 from django.conf import settings
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from oauth2_provider.contrib.rest_framework import OAuth2Authentication, TokenMatchesOASRequirements
+from oauth2_provider.contrib.rest_framework import TokenMatchesOASRequirements
 from rest_framework import status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import LimitOffsetPagination
@@ -17,18 +17,24 @@ from rest_framework.views import APIView
 
 from apps.audit.actors import actor_from_request, source_ip_from_request
 from apps.core.api import paginated
+from apps.core.authentication import BearerTokenAuthentication
 from apps.core.exceptions import ApplicationError
 
 from .fhir import FHIRJSONRenderer, risk_assessment
 from .idempotency import prediction_create_idempotent, request_fingerprint, validate_key
 from .models import Prediction
 from .selectors import prediction_get, prediction_list
-from .serializers import PredictionFilterSerializer, PredictionInputSerializer, PredictionSerializer
+from .serializers import (
+    PredictionFilterSerializer,
+    PredictionInputSerializer,
+    PredictionSerializer,
+    predictions_represent,
+)
 from .services import PredictionRequest, patient_prediction_request, prediction_create_many
 
 
 class PredictionListCreateApi(APIView):
-    authentication_classes = [OAuth2Authentication]
+    authentication_classes = [BearerTokenAuthentication]
     permission_classes = [TokenMatchesOASRequirements]
     required_alternate_scopes = {
         "GET": [["predictions:read"]],
@@ -51,12 +57,12 @@ class PredictionListCreateApi(APIView):
             raise ValidationError({"non_field_errors": [
                 f"A batch must hold between 1 and {settings.PREDICTION_BATCH_LIMIT} predictions; got {len(items)}."
             ]})
-        serializer = PredictionInputSerializer(data=items, many=True)
+        serializer = PredictionInputSerializer(data=data, many=many)
         if not serializer.is_valid():
             errors = serializer.errors
-            raise ValidationError({str(i): e for i, e in enumerate(errors) if e} if many else errors[0])
+            raise ValidationError({str(i): e for i, e in enumerate(errors) if e} if many else errors)
         requests, errors = [], {}
-        for index, item in enumerate(serializer.validated_data):
+        for index, item in enumerate(serializer.validated_data if many else [serializer.validated_data]):
             patient_ref = item.get("patient_id", "").strip()
             if "features" in item:
                 requests.append(PredictionRequest(item["use_case"], item["features"], patient_ref))
@@ -82,7 +88,7 @@ class PredictionListCreateApi(APIView):
                 actor=actor, channel=Prediction.Channel.API, source_ip=source_ip,
             )
             predictions, replayed = result.predictions, result.replayed
-        body = PredictionSerializer(predictions, many=True).data
+        body = predictions_represent(predictions)
         headers = {"Idempotent-Replayed": "true"} if replayed else {}
         return Response(body if many else body[0], status=status.HTTP_201_CREATED, headers=headers)
 
@@ -101,7 +107,7 @@ class PredictionListCreateApi(APIView):
         )
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(queryset, request, view=self)
-        return paginator.get_paginated_response(PredictionSerializer(page, many=True).data)
+        return paginator.get_paginated_response(predictions_represent(page))
 
 
 def _get_or_404(prediction_id: UUID) -> Prediction:
@@ -114,7 +120,7 @@ def _get_or_404(prediction_id: UUID) -> Prediction:
 class PredictionDetailApi(APIView):
     """One prediction; `Accept: application/fhir+json` gives it as a FHIR R4 RiskAssessment."""
 
-    authentication_classes = [OAuth2Authentication]
+    authentication_classes = [BearerTokenAuthentication]
     permission_classes = [TokenMatchesOASRequirements]
     required_alternate_scopes = {"GET": [["predictions:read"]]}
     renderer_classes = [JSONRenderer, FHIRJSONRenderer]
@@ -124,13 +130,13 @@ class PredictionDetailApi(APIView):
         prediction = _get_or_404(prediction_id)
         if isinstance(request.accepted_renderer, FHIRJSONRenderer):
             return Response(risk_assessment(prediction))
-        return Response(PredictionSerializer(prediction).data)
+        return Response(predictions_represent([prediction])[0])
 
 
 class RiskAssessmentApi(APIView):
     """`/fhir/RiskAssessment/{id}`: the same prediction as a FHIR R4 resource."""
 
-    authentication_classes = [OAuth2Authentication]
+    authentication_classes = [BearerTokenAuthentication]
     permission_classes = [TokenMatchesOASRequirements]
     required_alternate_scopes = {"GET": [["predictions:read"]]}
     renderer_classes = [FHIRJSONRenderer, JSONRenderer]

@@ -1,3 +1,4 @@
+from collections.abc import Iterable
 from typing import Any
 
 from rest_framework import serializers
@@ -60,6 +61,52 @@ class PredictionSerializer(serializers.ModelSerializer):
             "threshold", "risk_band", "positive", "explanation", "imputed", "audit_seq",
         ]
         read_only_fields = fields
+
+
+_datetime = serializers.DateTimeField()
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def prediction_represent(prediction: Prediction) -> dict[str, Any]:
+    """`PredictionSerializer(prediction).data`, written out: the API returns it for every prediction, and DRF's
+    ModelSerializer builds and deep-copies its fields on each instantiation and walks ~60 field objects per call,
+    which cost more than the rest of the response. Same keys, order and values as the serializer (which still
+    defines the OpenAPI schema): tests/apps/predictions/test_represent.py compares the two."""
+    return {
+        "id": str(prediction.id),
+        "created_at": _datetime.to_representation(prediction.created_at),
+        "use_case": _text(prediction.use_case),
+        "patient_id": _text(prediction.patient_ref),
+        "model_version": _text(prediction.model_label),
+        "model_sha256": _text(prediction.model_sha256),
+        "probability": _number(prediction.probability),
+        "threshold": _number(prediction.threshold),
+        "risk_band": _text(prediction.risk_band),
+        "positive": None if prediction.positive is None else bool(prediction.positive),
+        "explanation": [
+            {
+                "feature": _text(item["feature"]),
+                "label": _text(item["label"]),
+                "value": _number(item["value"]),
+                "unit": _text(item["unit"]),
+                "contribution": _number(item["contribution"]),
+            }
+            for item in prediction.explanation
+        ],
+        "imputed": [_text(name) for name in prediction.imputed],
+        "audit_seq": None if prediction.audit_seq is None else int(prediction.audit_seq),
+    }
+
+
+def predictions_represent(predictions: Iterable[Prediction]) -> list[dict[str, Any]]:
+    return [prediction_represent(prediction) for prediction in predictions]
 
 
 class PredictionFilterSerializer(serializers.Serializer):

@@ -14,6 +14,7 @@ from django.db import transaction
 
 from apps.audit.actors import Actor
 from apps.audit.services import AuditEventDraft, audit_events_record_many
+from apps.core.context import request_id_var
 from apps.core.exceptions import ApplicationError, ServiceUnavailable
 from apps.patients.selectors import patient_by_identifier, patient_features_assemble
 from apps.registry.loader import LoadedModel, challenger_model, champion_model
@@ -113,39 +114,37 @@ def _store_many(scored: Sequence[tuple[LoadedModel, _Scored]], *, actor: Actor, 
     """The predictions and their audit events, in request order: the chain lock is taken once and each table gets
     one insert, however many predictions the batch holds. Runs inside the caller's transaction."""
     ids = [uuid.uuid4() for _ in scored]
-    explanations = [_explanation(model, s) for model, s in scored]  # before the chain lock is taken
-    events = audit_events_record_many(
-        actor=actor, source_ip=source_ip,
-        drafts=[_draft(model, s, prediction_id, channel=channel) for (model, s), prediction_id in zip(
-            scored, ids, strict=True)],
-    )
+    drafts = [_draft(model, s, prediction_id, channel=channel)
+              for (model, s), prediction_id in zip(scored, ids, strict=True)]
+    request_id = request_id_var.get()
     predictions = [
         Prediction(
             id=prediction_id,
-            created_at=event.created_at,
             use_case=model.use_case,
             model_version_id=model.version_id,
             model_label=model.label,
             model_sha256=model.sha256,
             patient_ref=s.request.patient_ref,
-            inputs=event.inputs["features"],
+            inputs=draft.inputs["features"],
             features=s.canonical,
             probability=s.probability,
             threshold=model.threshold,
-            risk_band=event.output["risk_band"],
-            positive=event.output["positive"],
-            explanation=explanation,
+            risk_band=draft.output["risk_band"],
+            positive=draft.output["positive"],
+            explanation=_explanation(model, s),
             imputed=s.imputed,
             basis=list(s.request.basis),
             channel=channel,
             requested_by_id=actor.user_id,
             actor=actor.label,
-            request_id=event.request_id,
-            audit_seq=event.seq,
+            request_id=request_id,
         )
-        for (model, s), prediction_id, event, explanation in zip(scored, ids, events, explanations, strict=True)
+        for (model, s), prediction_id, draft in zip(scored, ids, drafts, strict=True)
     ]
-    return Prediction.objects.bulk_create(predictions)
+    # Each prediction is inserted with its audit event (its audit_seq and created_at are the event's): on
+    # PostgreSQL the whole locked section is one statement and the COMMIT.
+    audit_events_record_many(actor=actor, source_ip=source_ip, drafts=drafts, rows=predictions)
+    return predictions
 
 
 def _may_have_challenger(use_cases: Mapping[str, LoadedModel]) -> bool:

@@ -55,7 +55,7 @@ MIDDLEWARE = [
     "apps.core.middleware.SessionTimeoutMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "apps.core.middleware.CSPMiddleware",
     "apps.core.middleware.NoStoreMiddleware",
     "axes.middleware.AxesMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
@@ -110,7 +110,11 @@ DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Fail fast instead of hanging when the database is unreachable: callers answer 503 quickly.
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env.int("DATABASE_CONNECT_TIMEOUT", default=3)
-    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # Off by default: the check is a `SELECT 1` round trip before every request's first query (~12% of a prediction
+    # request's wall time under load, benchmarks/results/profile_request.json). Without it, a connection that broke
+    # while idle (a database restart) fails its next request with a clean 503 and is then replaced; with it, that
+    # one request would succeed instead. DATABASE_HEALTH_CHECKS=true turns it back on.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DATABASE_HEALTH_CHECKS", default=False)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -160,7 +164,7 @@ CELERY_TIMEZONE = "UTC"
 
 # --- REST framework and OAuth2 -----------------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["oauth2_provider.contrib.rest_framework.OAuth2Authentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["apps.core.authentication.BearerTokenAuthentication"],
     # Deny by default: every API view must declare its own permission and scopes.
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

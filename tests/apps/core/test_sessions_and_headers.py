@@ -100,3 +100,12 @@ def test_static_files_may_be_cached(client: Client) -> None:
     response = client.get("/static/css/app.css")
 
     assert response.status_code == 200 and "no-store" not in response.get("Cache-Control", "")
+
+
+def test_cached_csp_header_is_django_csps_own(client: Any) -> None:
+    """The middleware builds the site-wide header once (apps/core/middleware.CSPMiddleware): it must be exactly the
+    header django-csp builds from the settings, on pages and API answers alike."""
+    from csp.utils import build_policy
+
+    for url in ("/accounts/login/", "/api/v1/predictions", "/healthz"):
+        assert client.get(url)["Content-Security-Policy"] == build_policy(), url

@@ -65,3 +65,25 @@ def test_an_unreachable_rate_limit_cache_does_not_stop_predictions(champion: Any
         content_type="application/json")
 
     assert response.status_code == 201
+
+
+def test_counts_live_in_redis_one_counter_per_client_and_window(champion: Any, api_client: Any,
+                                                                settings: Any) -> None:
+    """With Redis (as in production) each request is one atomic increment of a per-window counter shared by every
+    worker, not a list of request times rewritten on every request."""
+    from django.core.cache import caches
+
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                                   "LOCATION": "redis://127.0.0.1:6379/13"}}
+    settings.CLINPREDICT_API_THROTTLE_RATE = "3/min"
+    redis_cache = caches["default"]
+    redis_cache.clear()
+    client = api_client("predictions:read")
+
+    statuses = [client.get("/api/v1/predictions").status_code for _ in range(4)]
+
+    assert statuses == [200, 200, 200, 429]
+    keys = [k.decode() for k in redis_cache._cache.get_client().keys("*throttle_client_app*")]
+    assert len(keys) == 1 and keys[0].rsplit(":", 1)[1].isdigit()  # one counter: <client key>:<window number>
+    assert redis_cache.get(keys[0].split(":", 2)[-1]) == 4
+    redis_cache.clear()
