@@ -16,19 +16,33 @@ TOP = 25
 # What the profile showed and what was changed (issue 11), with the figures measured before each change on this
 # machine (2026-11-26, load average 2-3.5 from other work). Later runs of this script measure the code as it is.
 FINDINGS = [
-    "Before: 22.3 ms per request in-process; gunicorn one-connection p50 23.4 ms, 16 connections 53 requests/s "
-    "(a 3 s wrk run).",
+    "Session 1 (2026-11-26, load average 2-3.5 from other work): 22.3 ms per request in-process; gunicorn "
+    "one-connection p50 23.4 ms, 16 connections 53 requests/s (a 3 s wrk run).",
     "The explanation (XGBoost TreeSHAP) took ~5 ms of it, nearly all in building the xgboost.DMatrix with one OpenMP "
     "thread per core (12.7 ms mean per 1-row call measured alone, 0.09 ms with nthread=1). Fixed in "
     "apps/registry/loader.py: explain() runs under xgboost.config_context(nthread=1) (identical contributions), "
-    "and the session and explainer are warmed when a version is loaded. After: ~7-12 ms per request, p50 8.4 ms.",
-    "Queries: the chain lock and head are now taken once per request or batch (audit_events_record_many) and each "
-    "table gets one bulk INSERT; the audit payload is normalised and the explanation built before the lock; the "
-    "challenger is looked up before the transaction so a use case without one opens no savepoint under the lock. "
-    "A 1,000-prediction batch costs the same 9 queries as one prediction (tests/apps/predictions/test_query_count.py).",
-    "What is left is mostly the database: the chain lock is held from the head read to COMMIT, and the COMMIT waits "
-    "for the WAL flush (synchronous_commit=on, fdatasync) - that serialises the audited writes of both workers, "
-    "by design (one contiguous chain, durable before the 201). The rest is Django/DRF/OAuth2 request handling.",
+    "and the session and explainer are warmed when a version is loaded. After: ~7-12 ms per request.",
+    "Session 2, Python work (cProfile call counts per request, which do not depend on the machine's load): 11,900 "
+    "function calls -> 4,050. django-oauth-toolkit built an oauthlib server and request per call and compiled the "
+    "token query through the ORM (~3,300 calls): now one plain statement for valid tokens "
+    "(apps/core/authentication.py; every other case goes to the toolkit's own class). The ModelSerializer rebuilt "
+    "and deep-copied ~30 fields per response (~1,000 calls): prediction_represent writes the same JSON (a test "
+    "compares them). bulk_create compiled each INSERT (~1,000 calls): apps/core/db.insert_rows. The CSP header is "
+    "built once. The rate limit was DRF's sliding log, which pickles the list of every request time in the window "
+    "on each request (thousands of floats at benchmark rates): now one atomic counter increment.",
+    "Session 2, database: py-spy on a gunicorn worker under 16 connections showed ~50% of wall time waiting in "
+    "PostgreSQL and 12% in Django's per-request `SELECT 1` health check. The chain lock is held from the head read "
+    "to COMMIT, so every round trip inside it serialises all writers: lock, head, audit insert, prediction insert "
+    "and COMMIT were five. Now the append is one PL/pgSQL call that takes the lock, reads the head, hashes "
+    "(SHA-256 of the verifier's canonical JSON, built in Python around created_at and seq) and inserts the events "
+    "and the predictions (apps/audit/migrations/0004): one statement and the COMMIT. With the champion cached a "
+    "prediction is three round trips: token, append, COMMIT (the query-count test pins 6 inside a test "
+    "transaction, with the champion and challenger lookups).",
+    "Session 2, server: gunicorn gthread workers (4 threads, keep-alive) instead of sync workers, which closed "
+    "every connection and idled during the commit's WAL flush; and a 0.5 ms GIL switch interval, because a thread "
+    "that holds the chain lock must get the GIL back to send COMMIT (py-spy showed threads queued on the lock "
+    "while its holder waited up to the default 5 ms for the GIL). gunicorn sets TCP_NODELAY on its listening "
+    "socket and Linux accepted sockets inherit it, so there is no Nagle / delayed-ACK stall.",
 ]
 
 
@@ -77,6 +91,16 @@ def main(argv: list[str]) -> None:
     for _ in range(args.requests):
         post()
     unprofiled_ms = (time.perf_counter() - started) / args.requests * 1000
+    # Function calls per request (cProfile): unlike times, this count does not depend on the machine's load.
+    import cProfile
+    import pstats
+
+    counter = cProfile.Profile()
+    counter.enable()
+    for _ in range(100):
+        post()
+    counter.disable()
+    calls_per_request = round(pstats.Stats(counter).total_calls / 100)  # type: ignore[attr-defined]
     profiler = Profiler(interval=0.0005)
     profiler.start()
     for _ in range(args.requests):
@@ -99,6 +123,7 @@ def main(argv: list[str]) -> None:
                  "'own ms/request' is time spent in the frame itself (not its callees), per request.",
         "findings": FINDINGS,
         "mean_ms_per_request_unprofiled": round(unprofiled_ms, 3),
+        "python_function_calls_per_request": calls_per_request,
         "rows": [{"frame": name, "own_ms_per_request": round(seconds / args.requests * 1000, 3),
                   "share": f"{seconds / duration:.1%}" if duration else ""} for name, seconds in top],
         "queries_per_request": len(sql),
@@ -106,7 +131,8 @@ def main(argv: list[str]) -> None:
         "load_average": load_average(),
         "call_tree": tree.splitlines()[:120],
     })
-    print(f"{unprofiled_ms:.2f} ms/request unprofiled; {len(sql)} queries:")
+    print(f"{unprofiled_ms:.2f} ms/request unprofiled; {calls_per_request} function calls per request; "
+          f"{len(sql)} queries:")
     print("\n".join(sql))
     print("\n".join(tree.splitlines()[:80]))
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import connection, models
+from drf_spectacular.contrib.django_oauth_toolkit import DjangoOAuthToolkitScheme
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication
 from oauth2_provider.models import get_access_token_model, get_application_model
 from rest_framework.request import Request
@@ -97,3 +98,9 @@ class BearerTokenAuthentication(OAuth2Authentication):
                 or (access_token.application is not None and not access_token.application.is_usable(request))):
             return super().authenticate(request)  # the toolkit refuses it, with its own error and challenge
         return access_token.user, access_token
+
+
+class BearerTokenScheme(DjangoOAuthToolkitScheme):
+    """OpenAPI: the same `oauth2` security scheme (and per-operation scopes) as the toolkit's class."""
+
+    target_class = "apps.core.authentication.BearerTokenAuthentication"

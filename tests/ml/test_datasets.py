@@ -34,3 +34,19 @@ def test_low_prevalence_frame_subsamples_positives() -> None:
     df = low_prevalence_frame(pima_frame(), "Outcome", 1, prevalence=0.03, seed=0)
     assert abs(df["Outcome"].mean() - 0.03) < 0.005
     assert len(df) == 500 + round(0.03 * 500 / 0.97)
+
+
+def test_benchmark_spec_has_30_coded_features_and_its_synthetic_data_validates(tmp_path: Path) -> None:
+    spec = UseCaseSpec.load(Path(__file__).resolve().parents[2] / "benchmarks" / "specs" / "synthetic30.yaml")
+    assert len(spec.features) == 30 and len(set(spec.feature_names)) == 30
+    for f in spec.features:
+        assert f.loinc, f.name
+        assert f.min is not None and f.max is not None and f.min < f.max, f.name
+        assert f.type == "binary" or f.unit, f.name
+    path = tmp_path / "syn30.csv"
+    synthetic_frame(spec, 3000, prevalence=0.1, seed=1).to_csv(path, index=False)
+    report, data = validate_dataset(spec, path)
+    assert report.ok, report.text()
+    assert data is not None and data.X.shape == (3000, 30)
+    assert not [w for w in report.warnings if w.code == "out_of_range"]
+    assert 0.08 < data.y.mean() < 0.12

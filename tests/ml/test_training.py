@@ -12,6 +12,8 @@ from ml.training import (
     class_weights,
     cv_folds,
     fit_calibrator,
+    make_estimator,
+    train_model,
     train_test_split_grouped,
 )
 from ml.validation import load_dataset
@@ -74,3 +76,66 @@ def test_train_config_round_trips_and_rejects_unknown_keys(tmp_path: Path) -> No
     p = tmp_path / "params.yaml"
     p.write_text("train:\n  seed: 1\n  cv_folds: 4\n  bootstrap: 100\n")
     assert TrainConfig.load(p).cv_folds == 4
+
+
+def test_mlp_solver_follows_the_size_of_the_training_part() -> None:
+    cfg = TrainConfig(mlp_adam_from_rows=5_000, large_data_rows=50_000)
+    small = cfg.candidates("mlp", 614)
+    assert len(small) == len(cfg.mlp_grid)
+    assert all(c["solver"] == "lbfgs" and c["max_iter"] == cfg.mlp_max_iter for c in small)
+    medium = cfg.candidates("mlp", 8_000)
+    assert len(medium) == len(cfg.mlp_grid)
+    assert all(c["solver"] == "adam" and c["batch_size"] == cfg.mlp_batch_size and c["max_iter"] == cfg.mlp_max_epochs
+               for c in medium)
+    large = cfg.candidates("mlp", 80_000)
+    assert [{k: c[k] for k in ("hidden_layer_sizes", "alpha")} for c in large] == list(cfg.mlp_grid_large)
+    assert all(c["solver"] == "adam" for c in large)
+
+
+def test_large_training_parts_search_the_smaller_grids() -> None:
+    cfg = TrainConfig()
+    assert cfg.candidates("xgboost", 49_999) == cfg.xgb_grid
+    assert cfg.candidates("xgboost", 50_000) == cfg.xgb_grid_large
+    assert 0 < len(cfg.xgb_grid_large) < len(cfg.xgb_grid) and 0 < len(cfg.mlp_grid_large) < len(cfg.mlp_grid)
+    # The large grids are subsets of the default ones: the same candidates, fewer of them.
+    assert all(g in cfg.xgb_grid for g in cfg.xgb_grid_large)
+    assert all(g in cfg.mlp_grid for g in cfg.mlp_grid_large)
+
+
+def test_train_config_rejects_unusable_solver_settings() -> None:
+    with pytest.raises(ValueError, match="mlp_batch_size"):
+        TrainConfig(mlp_batch_size=0)
+    with pytest.raises(ValueError, match="large_data_rows"):
+        TrainConfig(large_data_rows=-1)
+    with pytest.raises(ValueError, match="mlp_grid_large"):
+        TrainConfig(mlp_grid_large=())
+    cfg = TrainConfig.from_dict({"mlp_adam_from_rows": 0, "xgb_grid_large": [{"max_depth": 2}]})
+    assert cfg.xgb_grid_large == ({"max_depth": 2},)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_make_estimator_takes_the_solver_from_the_candidate() -> None:
+    adam = make_estimator("mlp", {"solver": "adam", "batch_size": 64, "max_iter": 7, "hidden_layer_sizes": [4]},
+                          seed=0)
+    mlp = adam.steps[-1][1]
+    assert (mlp.solver, mlp.batch_size, mlp.max_iter, mlp.hidden_layer_sizes) == ("adam", 64, 7, (4,))
+    default = make_estimator("mlp", {"hidden_layer_sizes": [4]}, seed=0, mlp_max_iter=123).steps[-1][1]
+    assert (default.solver, default.max_iter) == ("lbfgs", 123)
+
+
+def test_adam_training_is_reproducible_and_records_its_solver() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(1_200, 6))
+    X[rng.random(X.shape) < 0.05] = np.nan
+    y = (rng.random(1_200) < 1 / (1 + np.exp(-(np.nan_to_num(X[:, 0]) * 1.5 - 1.5)))).astype(int)
+    groups = np.array([f"p{i}" for i in range(1_200)])
+    names = tuple(f"f{i}" for i in range(6))
+    cfg = TrainConfig.fast(mlp_adam_from_rows=1_000, large_data_rows=1_000, mlp_batch_size=64, mlp_max_epochs=200)
+    first = train_model("mlp", X, y, groups, names, seed=5, config=cfg)
+    again = train_model("mlp", X, y, groups, names, seed=5, config=cfg)
+    assert [c.params for c in first.candidates] == [{**cfg.mlp_solver_params(1_200), **g} for g in cfg.mlp_grid_large]
+    assert first.selected.params["solver"] == "adam"
+    mlp = first.model.pipeline.steps[-1][1]
+    assert mlp.solver == "adam" and mlp.n_iter_ <= 200
+    assert np.array_equal(first.model.predict_proba(X), again.model.predict_proba(X))
+    assert first.selected.summary["auroc"] > 0.7
