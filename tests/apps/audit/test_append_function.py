@@ -64,3 +64,15 @@ def test_the_database_append_is_what_postgresql_runs() -> None:
     appends = [q["sql"] for q in queries.captured_queries if "audit_auditevent_append" in q["sql"]]
     assert len(appends) == 1
     assert not [q for q in queries.captured_queries if "pg_advisory_xact_lock" in q["sql"]]
+
+
+@pytest.mark.django_db
+def test_only_the_action_prefix_index_is_kept_among_pattern_indexes() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("varchar_pattern_ops indexes exist on PostgreSQL only")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tablename, indexname FROM pg_indexes WHERE indexname LIKE '%%\\_like' "
+                       "AND tablename IN ('audit_auditevent', 'predictions_prediction')")
+        like = cursor.fetchall()
+    assert [(table, name.startswith("audit_auditevent_action_")) for table, name in like] == [
+        ("audit_auditevent", True)]
