@@ -21,10 +21,13 @@ from .servers import (
     clinpredict_prepare,
     clinpredict_served,
     clinpredict_token,
+    database_backend_pids,
+    group_pids,
     load_average,
     mlflow_body,
     mlflow_served,
     one_connection,
+    process_cpu_seconds,
     psql,
 )
 
@@ -40,7 +43,28 @@ def _lua(body: bytes, headers: dict[str, str]) -> str:
 
 
 def wrk(server: Server, path: str, body: bytes, headers: dict[str, str], *, seconds: int = WRK_SECONDS,
-        connections: int = WRK_CONNECTIONS) -> dict[str, Any]:
+        connections: int = WRK_CONNECTIONS, database: bool = False) -> dict[str, Any]:
+    """wrk against the server; also the CPU its processes (and, with `database`, the benchmark database's
+    PostgreSQL backends) spent per request during the run, from /proc."""
+    server_pids = group_pids(server.pgid) if server.pgid else set()
+    backend_pids = database_backend_pids() if database else set()
+    cpu_before = process_cpu_seconds(server_pids | backend_pids)
+    result = _wrk(server, path, body, headers, seconds=seconds, connections=connections)
+    if database:
+        backend_pids |= database_backend_pids()
+    cpu_after = process_cpu_seconds(server_pids | backend_pids)
+    spent = {pid: cpu_after[pid] - cpu_before.get(pid, 0.0) for pid in cpu_after}
+    requests = max(1, result["requests"])
+    result["server_cpu_ms_per_request"] = round(
+        sum(v for pid, v in spent.items() if pid in server_pids) / requests * 1000, 3)
+    if database:
+        result["postgres_cpu_ms_per_request"] = round(
+            sum(v for pid, v in spent.items() if pid in backend_pids) / requests * 1000, 3)
+    return result
+
+
+def _wrk(server: Server, path: str, body: bytes, headers: dict[str, str], *, seconds: int,
+         connections: int) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_lua(body, headers))
     out = subprocess.run(["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s",
@@ -81,7 +105,7 @@ def run_clinpredict(requests: int, seconds: int) -> dict[str, Any]:
         path = "/api/v1/predictions"
         single = one_connection(server, path, PREDICTION_BODY, headers, requests=requests)
         before_events, before_log = _audit_count(), _log_lines(server.log)
-        loaded = wrk(server, path, PREDICTION_BODY, headers, seconds=seconds)
+        loaded = wrk(server, path, PREDICTION_BODY, headers, seconds=seconds, database=True)
         time.sleep(1.0)  # in-flight requests finish and gunicorn writes their access-log lines
         loaded["audit_events"] = _audit_count() - before_events
         loaded["served_2xx"] = _logged_2xx(server.log, before_log)
@@ -112,6 +136,8 @@ def main(argv: list[str]) -> None:
         return {"server": name, "p50_ms": one["p50_ms"], "p99_ms": one["p99_ms"],
                 "rps_16_conn": many["requests_per_s"],
                 "errors_16_conn": many["non_2xx"] + sum(many["socket_errors"].values()),
+                "server_cpu_ms_per_req": many.get("server_cpu_ms_per_request"),
+                "postgres_cpu_ms_per_req": many.get("postgres_cpu_ms_per_request"),
                 "audit_events": many.get("audit_events"), "served_2xx": many.get("served_2xx")}
 
     rows = [row("ClinPredict (make serve)", clinpredict), row("mlflow models serve (as shipped)", mlflow),

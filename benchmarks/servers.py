@@ -141,6 +141,7 @@ class Server:
     host: str
     port: int
     log: Path
+    pgid: int = 0  # the server's process group (master and workers)
 
     @property
     def base(self) -> str:
@@ -161,7 +162,7 @@ def clinpredict_served(env: dict[str, str], log_name: str = "clinpredict-serve.l
                                    env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             _wait(f"http://127.0.0.1:{port}/healthz", process)
-            yield Server("127.0.0.1", port, log)
+            yield Server("127.0.0.1", port, log, process.pid)
         finally:
             _stop(process)
 
@@ -225,7 +226,7 @@ def mlflow_served(loop: str = "asyncio", log_name: str = "mlflow-serve.log") -> 
             env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             _wait(f"http://127.0.0.1:{port}/ping", process)
-            yield Server("127.0.0.1", port, log)
+            yield Server("127.0.0.1", port, log, process.pid)
         finally:
             _stop(process)
 
@@ -244,6 +245,38 @@ class NoDelayConnection(http.client.HTTPConnection):
     def connect(self) -> None:
         super().connect()
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pids: set[int]) -> dict[int, float]:
+    """User + system CPU seconds of each live process (from /proc)."""
+    out: dict[int, float] = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / _TICK
+    return out
+
+
+def group_pids(pgid: int) -> set[int]:
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[2]) == pgid:
+                    pids.add(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                continue
+    return pids
+
+
+def database_backend_pids(database: str = BENCH_DB) -> set[int]:
+    out = psql(f"SELECT pid FROM pg_stat_activity WHERE datname = '{database}' AND pid <> pg_backend_pid()")  # noqa: S608
+    return {int(pid) for pid in out.split()}
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

@@ -20,7 +20,6 @@ from apps.patients.selectors import outcome_list, patient_list
 from apps.predictions.selectors import prediction_list
 from apps.registry.models import ModelVersion
 from apps.registry.selectors import model_versions_champions
-from ml.evaluation import auroc, brier, calibration_slope_intercept
 
 from .models import DailySummary, DriftCheck, PerformanceSnapshot, RetrainingRun, ScoringRun
 
@@ -136,6 +135,8 @@ def _finite(value: float) -> float | None:
 def performance_figures(pairs: Iterable[OutcomePair]) -> PerformanceFigures:
     """AUROC, calibration slope and intercept and Brier score (ml.evaluation) of paired predictions, with the
     number of pairs and events behind them; AUROC and calibration only from min_outcomes pairs with both classes."""
+    from ml.evaluation import auroc, brier, calibration_slope_intercept  # scikit-learn: loaded when needed
+
     limits = settings.CLINPREDICT_PERFORMANCE
     chosen = list(pairs)
     y = np.asarray([1 if p.present else 0 for p in chosen], dtype=int)

@@ -12,12 +12,9 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import joblib
 import numpy as np
-import onnxruntime as ort
-import xgboost
 from django.conf import settings
 
 from ml.schema import UseCaseSpec
@@ -26,6 +23,13 @@ from . import metrics
 from .artifacts import ModelIntegrityError, model_dir, read_verified
 from .models import ModelVersion
 from .selectors import model_version_challenger, model_version_champion
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+# onnxruntime, joblib and xgboost (which pulls in scikit-learn and SciPy) are imported when a model is first loaded,
+# not when Django starts: every management command (an audit export, a backup) would otherwise pay ~2 s and
+# ~150 MB for libraries it never uses.
 
 __all__ = ["LoadedModel", "ModelIntegrityError", "champion_model", "challenger_model", "clear_caches",
            "load_version", "model_dir"]
@@ -45,7 +49,7 @@ class LoadedModel:
     feature_order: tuple[str, ...]
     input_name: str
     output_name: str
-    session: ort.InferenceSession = field(repr=False)
+    session: "ort.InferenceSession" = field(repr=False)
     fitted: Any = field(repr=False)
     moderate_from: float | None = None
 
@@ -55,6 +59,8 @@ class LoadedModel:
         return np.asarray(probabilities)[:, 1]
 
     def explain(self, x: np.ndarray) -> np.ndarray:
+        import xgboost
+
         from ml.explain import explain
 
         # XGBoost builds each DMatrix with one OpenMP thread per core by default: for the few rows of a request
@@ -79,6 +85,9 @@ _live: dict[tuple[str, str], tuple[float, int | None]] = {}
 
 
 def _build(version: ModelVersion) -> LoadedModel:
+    import joblib
+    import onnxruntime as ort
+
     onnx_bytes = read_verified(version, "model.onnx")
     joblib_bytes = read_verified(version, "model.joblib")
     options = ort.SessionOptions()
