@@ -27,7 +27,8 @@ FINDINGS = [
     "token query through the ORM (~3,300 calls): now one plain statement for valid tokens "
     "(apps/core/authentication.py; every other case goes to the toolkit's own class). The ModelSerializer rebuilt "
     "and deep-copied ~30 fields per response (~1,000 calls): prediction_represent writes the same JSON (a test "
-    "compares them). bulk_create compiled each INSERT (~1,000 calls): apps/core/db.insert_rows. The CSP header is "
+    "compares them). bulk_create compiled each INSERT (~1,000 calls): on PostgreSQL the rows now go in through the "
+    "audit append function (next point). The CSP header is "
     "built once. The rate limit was DRF's sliding log, which pickles the list of every request time in the window "
     "on each request (thousands of floats at benchmark rates): now one atomic counter increment.",
     "Session 2, database: py-spy on a gunicorn worker under 16 connections showed ~50% of wall time waiting in "

@@ -16,7 +16,6 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from apps.core.context import request_id_var
-from apps.core.db import insert_rows
 from ml.validation import file_sha256
 
 from . import backup as backup_file
@@ -53,18 +52,6 @@ def _advisory_xact_lock(key: int) -> None:
 
 def _lock_chain() -> None:
     _advisory_xact_lock(_AUDIT_CHAIN_LOCK_KEY)
-
-
-def _chain_head() -> tuple[int, str] | None:
-    """(seq, hash) of the last event, read after the chain lock is taken (a plain statement: this runs on every
-    audited write, and the ORM's query compilation cost more than the indexed read)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_HEAD_SQL)
-        row = cursor.fetchone()
-    return (int(row[0]), str(row[1])) if row else None
-
-
-_HEAD_SQL = f"SELECT seq, hash FROM {AuditEvent._meta.db_table} ORDER BY seq DESC LIMIT 1"  # noqa: S608 - constants
 
 
 def _normalise(value: Any) -> Any:
@@ -123,19 +110,19 @@ def audit_events_record_many(*, actor: Actor, drafts: Sequence[AuditEventDraft],
     if connection.vendor == "postgresql":
         return _append_in_database(prepared, rows)
     _lock_chain()
-    last = _chain_head()
-    seq, prev_hash = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
+    head_seq, prev_hash = audit_head()
+    seq = head_seq + 1
     events: list[AuditEvent] = []
     for fields in prepared:
         chained = {**fields, "seq": seq, "created_at": timezone.now()}
         digest = event_hash(chained, prev_hash)
         events.append(AuditEvent(**chained, prev_hash=prev_hash, hash=digest))
         seq, prev_hash = seq + 1, digest
-    events = insert_rows(events)
+    events = AuditEvent.objects.bulk_create(events)
     if rows:
         for row, event in zip(rows, events, strict=True):
             row.audit_seq, row.created_at = event.seq, event.created_at  # type: ignore[attr-defined]
-        insert_rows(rows)
+        type(rows[0])._default_manager.bulk_create(rows)
     return events
 
 
