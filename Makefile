@@ -54,7 +54,7 @@ serve: $(VENV)/.ml-installed
 	  SECURE_SSL_REDIRECT=$${SECURE_SSL_REDIRECT:-false} \
 	  PROMETHEUS_MULTIPROC_DIR=$${PROMETHEUS_MULTIPROC_DIR:-$(CURDIR)/var/prometheus-web} \
 	  $(BIN)/gunicorn clinpredict.wsgi:application -c gunicorn.conf.py --bind 127.0.0.1:$(PORT) --workers $(WEB_CONCURRENCY) \
-	  --access-logfile - --access-logformat '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms' --worker-tmp-dir /dev/shm
+	  --worker-tmp-dir /dev/shm
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

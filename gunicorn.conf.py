@@ -41,3 +41,17 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 # send COMMIT; with CPython's default 5 ms switch interval it can wait behind another thread's Python work for up to
 # 5 ms while every other writer queues on the lock. 0.5 ms keeps that hand-over short (forked workers inherit it).
 sys.setswitchinterval(float(os.environ.get("GUNICORN_SWITCH_INTERVAL", "0.0005")))
+
+# Access log on every worker, in every deployment (Makefile `serve`, the image's CMD, compose, Kubernetes): one line per
+# request with the worker's pid and the X-Request-ID that the app's logs and the response carry (apps/core/
+# middleware.py), so a request is followed from the proxy through the worker to its audit event. The path without
+# its query string (%(U)s): a query could carry patient values, which never go to logs.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+access_log_format = os.environ.get(
+    "GUNICORN_ACCESS_LOG_FORMAT",
+    '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms pid=%(p)s request_id=%({x-request-id}o)s',
+)
+
+# gunicorn's control socket (`gunicornc`, in the home directory) is off: nothing in a deployment uses it, and one
+# fewer way to steer the server is one fewer thing to secure. GUNICORN_CONTROL_SOCKET=true turns it back on.
+control_socket_disable = os.environ.get("GUNICORN_CONTROL_SOCKET", "false").lower() != "true"

@@ -205,16 +205,16 @@ def _audit_table_flushable() -> None:
 
 
 FHIR_HELPERS = REPO / "tests" / "fhir" / "sekmet.py"
+SERVER_HELPERS = REPO / "tests" / "servers.py"
 
 
-def load_fhir_helpers() -> Any:
-    """tests/fhir/sekmet.py, loaded by path: site-packages already has an unrelated top-level `tests` package."""
+def load_helpers(path: Path, name: str) -> Any:
+    """A helper module of tests/, loaded by path: site-packages already has an unrelated top-level `tests` package."""
     import importlib.util
     import sys
 
-    name = "clinpredict_tests_fhir_sekmet"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, FHIR_HELPERS)
+        spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
@@ -222,7 +222,17 @@ def load_fhir_helpers() -> Any:
     return sys.modules[name]
 
 
+def load_fhir_helpers() -> Any:
+    return load_helpers(FHIR_HELPERS, "clinpredict_tests_fhir_sekmet")
+
+
 load_fhir_helpers()
+
+
+@pytest.fixture(scope="session")
+def servers() -> Any:
+    """tests/servers.py: a real production gunicorn (`servers.production_gunicorn`)."""
+    return load_helpers(SERVER_HELPERS, "clinpredict_tests_servers")
 
 
 @pytest.fixture(scope="session")

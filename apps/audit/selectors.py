@@ -4,13 +4,14 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from django.db import connection
 from django.db.models import QuerySet
 from django.db.models.expressions import RawSQL
+from django.utils import timezone
 
 from . import backup as backup_file
 from .hashing import GENESIS_HASH, HASHED_FIELDS, canonical_json, event_hash
@@ -324,3 +325,34 @@ def audit_backup_verify(*, path: Path, key: str) -> BackupCheck:
     if mismatch is not None:
         return BackupCheck(False, manifest.first_seq, manifest.last_seq, own.count, own.head_hash, *mismatch)
     return BackupCheck(True, manifest.first_seq, manifest.last_seq, own.count, own.head_hash)
+
+
+@dataclass(frozen=True)
+class BackupStatus:
+    """Whether the daily encrypted backup is on, and how recent the last one is. `state`: "on" (a backup within the
+    last BACKUP_OVERDUE_AFTER, or nothing to back up yet), "overdue" (on, but the last backup is older), "off" (no
+    AUDIT_BACKUP_KEY: the daily job is not scheduled)."""
+
+    state: str
+    detail: str
+    last_backup_at: datetime | None
+    last_seq: int
+
+
+BACKUP_OVERDUE_AFTER = timedelta(hours=26)  # the job runs every 24 h; two hours of slack for a queued worker
+
+
+def audit_backup_status(*, key: str, now: datetime | None = None) -> BackupStatus:
+    last = AuditBackup.objects.order_by("-last_seq").values_list("created_at", "last_seq").first()
+    last_at, last_seq = (last[0], last[1]) if last else (None, 0)
+    if not key:
+        return BackupStatus("off", "switched off: AUDIT_BACKUP_KEY is not set, so no daily encrypted backup runs "
+                                   "(`manage.py backup_audit --generate-key` makes one)", last_at, last_seq)
+    now = now or timezone.now()
+    if last_at is not None and now - last_at > BACKUP_OVERDUE_AFTER and audit_events_to_back_up(first_seq=last_seq + 1):
+        return BackupStatus("overdue", f"on, but the last backup is from {last_at:%Y-%m-%d %H:%M} UTC: check the "
+                                       "Celery worker and beat", last_at, last_seq)
+    if last_at is None:
+        return BackupStatus("on", "on: daily, no backup written yet", None, 0)
+    return BackupStatus("on", f"on: daily, last backup {last_at:%Y-%m-%d %H:%M} UTC up to event {last_seq}",
+                        last_at, last_seq)

@@ -42,8 +42,13 @@ class TokenView(oauth2_views.TokenView):
         if response.status_code == 200:
             cache.delete(key)
         elif self._client_auth_failed(response):
-            failures = cache.get(key, 0) + 1
-            cache.set(key, failures, timeout=settings.TOKEN_LOCKOUT_SECONDS)
+            # add-then-incr is atomic in Redis: concurrent failures on several workers each count once.
+            cache.add(key, 0, timeout=settings.TOKEN_LOCKOUT_SECONDS)
+            try:
+                failures = int(cache.incr(key))
+            except ValueError:  # expired between add and incr
+                cache.add(key, 1, timeout=settings.TOKEN_LOCKOUT_SECONDS)
+                failures = 1
             if failures == settings.TOKEN_FAILURE_LIMIT:
                 audit_event_record_standalone(
                     actor=Actor(type="anonymous", id=""), action="oauth2.token_lockout",

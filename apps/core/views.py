@@ -61,12 +61,25 @@ def _check_models() -> dict[str, Any]:
     return {"ok": ok, "champions": loaded}
 
 
+def _audit_backup() -> dict[str, Any]:
+    """Informational: an audit backup that is off or overdue is shown, not a reason to take the replica out."""
+    from apps.audit.selectors import audit_backup_status
+
+    try:
+        status = audit_backup_status(key=settings.AUDIT_BACKUP_KEY)
+    except Exception as exc:
+        return {"ok": True, "state": "unknown", "error": type(exc).__name__}
+    return {"ok": True, "state": status.state, "detail": status.detail,
+            "last_backup_at": status.last_backup_at.isoformat() if status.last_backup_at else None}
+
+
 @never_cache
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
     checks = {"database": _check_database(), "broker": _check_broker()}
     checks["models"] = _check_models() if checks["database"]["ok"] else {"ok": False, "error": "database down"}
     ready = all(check["ok"] for check in checks.values())
+    checks["audit_backup"] = _audit_backup() if checks["database"]["ok"] else {"ok": True, "state": "unknown"}
     return JsonResponse({"status": "ready" if ready else "not ready", "checks": checks}, status=200 if ready else 503)
 
 

@@ -4,6 +4,7 @@
 import os
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -11,6 +12,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from apps.audit.selectors import audit_backup_status
 
 from . import charts
 from .metrics import scrape_time_collectors
@@ -51,7 +54,10 @@ def metrics(request: HttpRequest) -> HttpResponse:
 @login_required
 @permission_required(VIEW_PERMISSION, raise_exception=True)
 def overview(request: HttpRequest) -> HttpResponse:
-    return render(request, "monitoring/overview.html", {"use_cases": monitoring_overview()})
+    return render(request, "monitoring/overview.html", {
+        "use_cases": monitoring_overview(),
+        "audit_backup": audit_backup_status(key=settings.AUDIT_BACKUP_KEY),
+    })
 
 
 def _drift_charts(check: Any) -> dict[str, Any]:

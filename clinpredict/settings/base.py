@@ -2,6 +2,9 @@
 
 All environment access goes through django-environ. With no DATABASE_URL the app runs on SQLite under var/,
 with no CELERY_BROKER_URL Celery runs tasks eagerly, and MLflow tracks to sqlite under var/.
+
+Every variable can also come from a file: `<NAME>_FILE=/run/secrets/...` (Docker and Kubernetes secrets) wins over
+`<NAME>`, so no secret has to sit in a plain environment variable (clinpredict/settings/secrets.py).
 """
 
 from datetime import timedelta
@@ -10,9 +13,11 @@ from pathlib import Path
 import environ
 from celery.schedules import crontab
 
+from .secrets import SecretFileEnv
+
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
-env = environ.Env()
+env = SecretFileEnv()
 
 VAR_DIR = Path(env.str("CLINPREDICT_VAR_DIR", default=str(BASE_DIR / "var")))
 
@@ -105,6 +110,10 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     VAR_DIR.mkdir(parents=True, exist_ok=True)  # the embedded default keeps everything under var/
+# The password may come on its own (DATABASE_PASSWORD or DATABASE_PASSWORD_FILE, e.g. a Docker secret), so the URL in
+# the environment carries no secret; it wins over a password in the URL.
+if env.str("DATABASE_PASSWORD", default=""):
+    DATABASES["default"]["PASSWORD"] = env.str("DATABASE_PASSWORD")
 DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
@@ -130,7 +139,7 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -179,11 +188,15 @@ REST_FRAMEWORK = {
 
 # Requests per client (OAuth2 application) and period; one prediction request may carry a batch of up to 1,000.
 CLINPREDICT_API_THROTTLE_RATE = env.str("CLINPREDICT_API_THROTTLE_RATE", default="6000/min")
-# The throttle counts live in the cache: Redis when CACHE_URL is set (shared by every worker), else per process.
+# The throttle counts, the /o/token/ lockout counters and the CDS Hooks jti replay marks live in the cache: Redis when
+# CACHE_URL is set (shared by every worker and host), else per process. Production refuses a per-process cache
+# (apps/core/checks.py) unless CLINPREDICT_SINGLE_PROCESS=true says that exactly one process serves ClinPredict.
 CACHE_URL = env.str("CACHE_URL", default="")
+CLINPREDICT_SINGLE_PROCESS = env.bool("CLINPREDICT_SINGLE_PROCESS", default=False)
 CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL,
+         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default=""),  # several deployments on one Redis
          "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}}
         if CACHE_URL else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     ),
@@ -319,8 +332,11 @@ CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})  # keep entries
 CELERY_BEAT_SCHEDULE.update({
     "audit-verify-chain": {"task": "audit.verify_chain",
                            "schedule": env.float("AUDIT_VERIFY_INTERVAL_SECONDS", default=3600.0)},
-    "audit-backup-daily": {"task": "audit.backup", "schedule": 24 * 3600.0},
 })
+# The daily encrypted backup runs only with its key; without one it is off, and says so on the monitoring page and in
+# /readyz (apps/audit/selectors.audit_backup_status) instead of failing every day in a worker log.
+if AUDIT_BACKUP_KEY:
+    CELERY_BEAT_SCHEDULE["audit-backup-daily"] = {"task": "audit.backup", "schedule": 24 * 3600.0}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Embedded default: BEGIN IMMEDIATE takes the write lock first and waits for it, so concurrent requests queue
     # instead of failing with "database is locked" (measured: 50 concurrent predictions fail without it).

@@ -1,4 +1,5 @@
-"""Production: secrets and hosts come from the environment with no defaults; DEBUG cannot be switched on."""
+"""Production: secrets and hosts come from the environment (or `<NAME>_FILE` secrets) with no defaults; DEBUG cannot
+be switched on; web and worker processes refuse to start on a failed deployment check (apps/core/startup.py)."""
 
 from .base import *  # noqa: F403
 from .base import env
@@ -16,3 +17,7 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
+
+# gunicorn workers, Celery workers and beat run `check --deploy` before serving and stop on any error
+# (apps/core/checks.py): a per-process cache, a superuser or table-owning database role, ...
+CLINPREDICT_ENFORCE_DEPLOY_CHECKS = True
