@@ -92,6 +92,8 @@ def clinpredict_env() -> dict[str, str]:
         "CLINPREDICT_DEMO_CLIENT_SECRET": CLIENT_SECRET,
         # The throttle guards a real deployment; the benchmark measures the server, not the rate limit.
         "CLINPREDICT_API_THROTTLE_RATE": "10000000/min",
+        # Production shares the throttle counters, token lockouts and CDS Hooks jti marks in Redis.
+        "CACHE_URL": "redis://127.0.0.1:6379/2", "CACHE_KEY_PREFIX": "bench",
     })
     return env
 

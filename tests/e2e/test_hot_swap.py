@@ -64,6 +64,7 @@ def gunicorn(transactional_db: None, settings: Any, tmp_path: Path) -> Iterator[
         "MODEL_STORAGE_DIR": str(settings.MODEL_STORAGE_DIR),
         "CLINPREDICT_VAR_DIR": str(tmp_path / "var"),
         "CLINPREDICT_CHAMPION_CACHE_SECONDS": "2",
+        "CACHE_URL": "redis://127.0.0.1:6379/14", "CACHE_KEY_PREFIX": f"hot-swap-{os.getpid()}",
     })
     port = _free_port()
     access_log = tmp_path / "access.log"

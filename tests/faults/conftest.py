@@ -107,6 +107,7 @@ def served_on_private_postgres(private_postgres: PrivatePostgres, tmp_path: Path
         "CLINPREDICT_VAR_DIR": str(var), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "CLINPREDICT_DEMO_PASSWORD": "faults-password-123", "CLINPREDICT_DEMO_CLIENT_ID": "faults-client",
         "CLINPREDICT_DEMO_CLIENT_SECRET": "faults-secret-123456", "CLINPREDICT_API_THROTTLE_RATE": "100000/min",
+        "CACHE_URL": "redis://127.0.0.1:6379/14", "CACHE_KEY_PREFIX": f"faults-{private_postgres.port}",
     })
     manage = [sys.executable, str(REPO / "manage.py")]
     for step in (["migrate", "--noinput"], ["bootstrap_demo"]):

@@ -68,6 +68,7 @@ def gunicorn_multiprocess(transactional_db: None, settings: Any, tmp_path: Path)
         "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
         "MODEL_STORAGE_DIR": str(settings.MODEL_STORAGE_DIR), "CLINPREDICT_VAR_DIR": str(tmp_path / "var"),
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "CLINPREDICT_API_THROTTLE_RATE": "100000/min",
+        "CACHE_URL": "redis://127.0.0.1:6379/14", "CACHE_KEY_PREFIX": f"metrics-{os.getpid()}-{id(env)}",
     })
     port = _free_port()
     access_log = tmp_path / "access.log"

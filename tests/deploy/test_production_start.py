@@ -1,0 +1,50 @@
+"""A misconfigured production deployment fails at start with one message naming the setting; it never starts
+half-safe. Real gunicorn (the web) and a real Celery worker, with production settings."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def _refusal(servers: Any, tmp_path: Path, **env: str) -> str:
+    from django.db import connection
+
+    with pytest.raises(RuntimeError, match="gunicorn exited") as refused:
+        with servers.production_gunicorn(tmp_path, workers=2, start_timeout=60, env={
+                "DATABASE_URL": servers.database_url(connection.settings_dict),
+                "CACHE_URL": "redis://127.0.0.1:6379/14", **env}):
+            pass
+    return str(refused.value)
+
+
+def test_gunicorn_refuses_to_start_with_a_per_process_cache(servers: Any, tmp_path: Path) -> None:
+    log = _refusal(servers, tmp_path, CACHE_URL="")
+
+    assert "ClinPredict refuses to start: clinpredict.E001: CACHE_URL is not set" in log
+
+
+def test_gunicorn_refuses_to_start_with_a_missing_secret_file(servers: Any, tmp_path: Path) -> None:
+    log = _refusal(servers, tmp_path, SECRET_KEY_FILE="/run/secrets/not-mounted")
+
+    assert "SECRET_KEY_FILE=/run/secrets/not-mounted: cannot read the secret file" in log
+
+
+def test_a_celery_worker_refuses_to_start_with_a_per_process_cache(servers: Any) -> None:
+    from django.db import connection
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env.update({"DJANGO_SETTINGS_MODULE": "clinpredict.settings.production", "SECRET_KEY": servers.SECRET_KEY,
+                "ALLOWED_HOSTS": "127.0.0.1", "CACHE_URL": "",
+                "DATABASE_URL": servers.database_url(connection.settings_dict)})
+    result = subprocess.run([sys.executable, "-m", "celery", "-A", "clinpredict", "worker", "--pool", "solo"],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "ClinPredict refuses to start: clinpredict.E001: CACHE_URL is not set" in result.stderr
