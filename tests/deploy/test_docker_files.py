@@ -1,11 +1,13 @@
 """The container, compose and monitoring files under docker/ are well-formed and keep their promises.
 
-No Docker engine runs here: `docker compose config` renders and validates the compose file without one. The other
-checks read the files with PyYAML/json, so they run on any machine.
+No Docker engine runs here: `docker compose config` renders and validates the compose file without one (and without
+the secret files under docker/secrets/, which only `up` needs). The other checks read the files with PyYAML/json, so
+they run on any machine.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -14,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, urlsplit
 
 import pytest
 import yaml
@@ -28,9 +31,13 @@ GRAFANA_DATASOURCE = DOCKER / "grafana" / "provisioning" / "datasources" / "prom
 GRAFANA_DASHBOARD_PROVIDER = DOCKER / "grafana" / "provisioning" / "dashboards" / "dashboards.yaml"
 GRAFANA_DASHBOARDS = DOCKER / "grafana" / "dashboards"
 ENV_EXAMPLE = DOCKER / ".env.example"
+SECRETS_DIR = DOCKER / "secrets"
+SECRETS_README = SECRETS_DIR / "README.md"
+GUNICORN_CONFIG = REPO / "gunicorn.conf.py"
 
-SERVICES = {"web", "worker", "beat", "migrate", "postgres", "redis", "mlflow", "prometheus", "grafana"}
-APP_SERVICES = ("web", "worker", "beat", "migrate")
+SERVICES = {"web", "worker", "beat", "migrate", "db-roles", "postgres", "redis", "mlflow", "prometheus", "grafana"}
+APP_SERVICES = ("db-roles", "migrate", "web", "worker", "beat")
+RUNTIME_SERVICES = ("web", "worker", "beat")  # the long-running app processes, as the application role
 PUBLISHING_SERVICES = {"web", "prometheus", "grafana"}
 LOOPBACK = {"127.0.0.1", "::1", "[::1]"}
 ALERTS = {
@@ -41,12 +48,21 @@ ALERTS = {
     "ClinPredictNoChampionModel": "clinpredict_champion_loaded",
     "ClinPredictFeatureDrift": "clinpredict_drift_psi",
 }
-# Dummy values for the ${VAR:?} secrets: enough for `config` to render, meaningless anywhere else.
-REQUIRED_ENV = {
-    "SECRET_KEY": "test-only-secret-key",
-    "POSTGRES_PASSWORD": "test-only-postgres-password",
-    "GRAFANA_ADMIN_PASSWORD": "test-only-grafana-password",
+# Every secret a service mounts, no more: least privilege per service.
+RUNTIME_SECRETS = {"django_secret_key", "db_app_password", "audit_backup_key"}
+SECRET_MOUNTS: dict[str, set[str]] = {
+    "db-roles": {"django_secret_key", "postgres_superuser_password", "db_owner_password", "db_app_password"},
+    "migrate": {"django_secret_key", "db_owner_password"},
+    "web": RUNTIME_SECRETS,
+    "worker": RUNTIME_SECRETS,
+    "beat": RUNTIME_SECRETS,
+    "postgres": {"postgres_superuser_password"},
+    "grafana": {"grafana_admin_password"},
 }
+SECRETS = set().union(*SECRET_MOUNTS.values())
+# An environment key that names a secret: it may only be a pass-through (no value in the file), or its _FILE form.
+SECRET_NAME = re.compile(r"(PASSWORD|SECRET|(^|_)KEY)$")
+URL_WITH_PASSWORD = re.compile(r"://[^/@\s]*:[^/@\s]*@")
 
 
 # --- helpers -------------------------------------------------------------------------------------------------------
@@ -97,12 +113,22 @@ def _docker_compose_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _compose_config(tmp_path: Path, extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _compose_variables() -> set[str]:
+    """Every variable compose reads from the environment: ${NAME} interpolations and pass-through keys."""
+    without_comments = re.sub(r"(^|\s)#.*$", "", COMPOSE_FILE.read_text(), flags=re.MULTILINE)
+    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", without_comments))
+    for service in _compose_raw()["services"].values():
+        environment = service.get("environment") or {}
+        used |= {key for key, value in environment.items() if value is None}
+    return used
+
+
+def _compose_config(tmp_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = _docker_compose_env(tmp_path)
-    for name in REQUIRED_ENV:
+    for name in _compose_variables():  # the developer's shell cannot fill in (or mask) anything
         env.pop(name, None)
-    env.update(extra_env)
-    # An empty env file, so a developer's docker/.env cannot fill in (or mask) anything.
+    env.update(extra_env or {})
+    # An empty env file, so a developer's docker/.env cannot either.
     empty_env_file = tmp_path / "empty.env"
     empty_env_file.write_text("")
     return subprocess.run(
@@ -114,6 +140,38 @@ def _compose_config(tmp_path: Path, extra_env: dict[str, str]) -> subprocess.Com
         timeout=120,
         check=False,
     )
+
+
+def _render(tmp_path: Path, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
+    result = _compose_config(tmp_path, extra_env)
+    assert result.returncode == 0, result.stderr
+    rendered = json.loads(result.stdout)
+    assert isinstance(rendered, dict)
+    return rendered
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The compose file as `docker compose config` renders it with defaults only (no .env, no shell variables)."""
+    return _render(tmp_path_factory.mktemp("compose"))
+
+
+def _mounted_secrets(service: dict[str, Any]) -> dict[str, str]:
+    """target path -> secret name, as rendered (`config` spells out every target)."""
+    return {secret["target"]: secret["source"] for secret in service.get("secrets", [])}
+
+
+def _database_url(environment: dict[str, Any]) -> SplitResult:
+    url = urlsplit(environment["DATABASE_URL"])
+    assert url.scheme in {"postgres", "postgresql"}
+    assert (url.hostname, url.port, url.path) == ("postgres", 5432, "/clinpredict")
+    assert url.password is None, "the password comes from DATABASE_PASSWORD_FILE, never in the URL"
+    return url
+
+
+def _options(command: list[str]) -> dict[str, str]:
+    """`--flag value` pairs of an exec-form command."""
+    return {arg: command[i + 1] for i, arg in enumerate(command[:-1]) if arg.startswith("--")}
 
 
 def _compose_raw() -> dict[str, Any]:
@@ -164,28 +222,230 @@ def _query_panels(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --- compose -------------------------------------------------------------------------------------------------------
 
 
-def test_compose_config_renders_with_docker_compose(tmp_path: Path) -> None:
-    result = _compose_config(tmp_path, REQUIRED_ENV)
-    assert result.returncode == 0, result.stderr
-    rendered = json.loads(result.stdout)
+def test_compose_config_renders_with_docker_compose(rendered: dict[str, Any]) -> None:
     assert set(rendered["services"]) == SERVICES
-    web_env = rendered["services"]["web"]["environment"]
-    assert web_env["DATABASE_URL"] == (
-        f"postgres://clinpredict:{REQUIRED_ENV['POSTGRES_PASSWORD']}@postgres:5432/clinpredict"
-    )
-    assert web_env["SECRET_KEY"] == REQUIRED_ENV["SECRET_KEY"]
-    assert web_env["DJANGO_SETTINGS_MODULE"] == "clinpredict.settings.production"
     for name, service in rendered["services"].items():
         for port in service.get("ports", []):
             assert port.get("host_ip") in LOOPBACK, f"{name} publishes {port} beyond loopback"
 
 
-@pytest.mark.parametrize("missing", sorted(REQUIRED_ENV))
-def test_compose_config_refuses_to_render_without_each_secret(tmp_path: Path, missing: str) -> None:
-    env = {name: value for name, value in REQUIRED_ENV.items() if name != missing}
-    result = _compose_config(tmp_path, env)
-    assert result.returncode != 0
-    assert missing in result.stderr
+def test_app_services_run_production_settings_with_the_secret_key_from_a_file(rendered: dict[str, Any]) -> None:
+    for name in APP_SERVICES:
+        service = rendered["services"][name]
+        environment = service["environment"]
+        assert environment["DJANGO_SETTINGS_MODULE"] == "clinpredict.settings.production", name
+        assert environment["SECRET_KEY_FILE"] == "/run/secrets/django_secret_key", name
+        assert "SECRET_KEY" not in environment, name
+        assert _mounted_secrets(service)["/run/secrets/django_secret_key"] == "django_secret_key", name
+
+
+def test_web_worker_and_beat_share_the_redis_cache_and_connect_as_the_application_role(
+    rendered: dict[str, Any],
+) -> None:
+    for name in RUNTIME_SERVICES:
+        service = rendered["services"][name]
+        environment = service["environment"]
+        assert environment["CACHE_URL"].startswith("redis://redis:6379/"), name
+        assert environment["CACHE_URL"] != environment["CELERY_BROKER_URL"], name  # its own Redis database
+        assert _database_url(environment).username == "clinpredict_app", name
+        assert environment["DATABASE_PASSWORD_FILE"] == "/run/secrets/db_app_password", name
+        assert environment["AUDIT_BACKUP_KEY_FILE"] == "/run/secrets/audit_backup_key", name
+        assert "AUDIT_BACKUP_KEY" not in environment, name
+        mounted = _mounted_secrets(service)
+        assert mounted["/run/secrets/db_app_password"] == "db_app_password", name
+        assert mounted["/run/secrets/audit_backup_key"] == "audit_backup_key", name
+    for name in ("db-roles", "migrate"):
+        assert rendered["services"][name]["environment"]["CACHE_URL"].startswith("redis://redis:6379/"), name
+
+
+def test_migrate_runs_as_the_owner_and_grants_the_application_role_after_migrating(rendered: dict[str, Any]) -> None:
+    migrate = rendered["services"]["migrate"]
+    environment = migrate["environment"]
+    assert _database_url(environment).username == "clinpredict_owner"
+    assert environment["DATABASE_PASSWORD_FILE"] == "/run/secrets/db_owner_password"
+    assert _mounted_secrets(migrate)["/run/secrets/db_owner_password"] == "db_owner_password"
+    # `&&`: a failed migration neither grants nor lets web, worker and beat start (the service exits non-zero).
+    assert migrate["command"][:2] == ["sh", "-c"]
+    assert re.fullmatch(
+        r"python manage\.py migrate --noinput && python manage\.py grant_app_role --app clinpredict_app",
+        migrate["command"][2],
+    ), migrate["command"]
+    assert migrate["restart"] == "no"
+    assert migrate["healthcheck"]["disable"] is True
+
+
+def test_db_roles_sets_up_the_owner_and_application_roles_as_the_superuser(rendered: dict[str, Any]) -> None:
+    db_roles = rendered["services"]["db-roles"]
+    environment = db_roles["environment"]
+    assert _database_url(environment).username == "postgres"
+    assert environment["DATABASE_PASSWORD_FILE"] == "/run/secrets/postgres_superuser_password"
+    command = db_roles["command"]
+    assert command[:3] == ["python", "manage.py", "setup_database_roles"]
+    assert _options(command) == {
+        "--owner": "clinpredict_owner",
+        "--app": "clinpredict_app",
+        "--owner-password-file": "/run/secrets/db_owner_password",
+        "--app-password-file": "/run/secrets/db_app_password",
+    }
+    mounted = _mounted_secrets(db_roles)
+    for secret in ("postgres_superuser_password", "db_owner_password", "db_app_password"):
+        assert mounted[f"/run/secrets/{secret}"] == secret
+    assert db_roles["restart"] == "no"
+    assert db_roles["healthcheck"]["disable"] is True
+    assert db_roles["image"] == rendered["services"]["web"]["image"]
+
+
+def test_postgres_superuser_name_follows_postgres_superuser_for_an_upgraded_volume(
+    rendered: dict[str, Any], tmp_path: Path
+) -> None:
+    postgres = rendered["services"]["postgres"]
+    assert postgres["environment"]["POSTGRES_USER"] == "postgres"
+    assert "-U postgres " in postgres["healthcheck"]["test"][1]
+    upgraded = _render(tmp_path, {"POSTGRES_SUPERUSER": "clinpredict"})["services"]
+    assert _database_url(upgraded["db-roles"]["environment"]).username == "clinpredict"
+    assert "-U clinpredict " in upgraded["postgres"]["healthcheck"]["test"][1]
+    for name in ("migrate", *RUNTIME_SERVICES):  # only db-roles connects as the superuser
+        assert (
+            upgraded[name]["environment"]["DATABASE_URL"] == rendered["services"][name]["environment"]["DATABASE_URL"]
+        ), name
+
+
+def test_start_order_is_postgres_then_db_roles_then_migrate_then_the_app(rendered: dict[str, Any]) -> None:
+    services = rendered["services"]
+
+    def condition(name: str, dependency: str) -> str:
+        return str(services[name]["depends_on"][dependency]["condition"])
+
+    assert condition("db-roles", "postgres") == "service_healthy"
+    assert condition("migrate", "db-roles") == "service_completed_successfully"
+    for name in RUNTIME_SERVICES:
+        assert condition(name, "migrate") == "service_completed_successfully", name
+
+
+def test_postgres_and_grafana_read_their_passwords_from_secret_files(rendered: dict[str, Any]) -> None:
+    postgres = rendered["services"]["postgres"]["environment"]
+    assert postgres["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_superuser_password"
+    assert postgres["POSTGRES_DB"] == "clinpredict"
+    assert "POSTGRES_PASSWORD" not in postgres
+    grafana = rendered["services"]["grafana"]["environment"]
+    assert grafana["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in grafana
+
+
+def test_no_environment_value_is_a_secret(rendered: dict[str, Any]) -> None:
+    """Secrets reach a container only as files under /run/secrets; a secret-named key is at most a pass-through of an
+    optional value (unset here, so rendered without a value) and never written in the compose file."""
+    for name, service in rendered["services"].items():
+        for key, value in (service.get("environment") or {}).items():
+            where = f"{name}: {key}"
+            base = re.sub(r"_?_FILE$", "", key)
+            if key != base:
+                assert str(value).startswith("/run/secrets/"), where
+            elif SECRET_NAME.search(key):
+                assert value is None, f"{where} carries a literal value"
+            assert not URL_WITH_PASSWORD.search(str(value)), f"{where} has a password in a URL"
+
+
+def test_every_secret_file_a_service_reads_is_mounted_in_that_service_and_no_other(rendered: dict[str, Any]) -> None:
+    for name, service in rendered["services"].items():
+        mounted = _mounted_secrets(service)
+        assert set(mounted.values()) == SECRET_MOUNTS.get(name, set()), name
+        assert all(target == f"/run/secrets/{source}" for target, source in mounted.items()), name
+        environment = service.get("environment") or {}
+        read = [str(value) for value in environment.values() if str(value).startswith("/run/secrets/")]
+        read += [arg for arg in service.get("command") or [] if arg.startswith("/run/secrets/")]
+        for path in read:
+            assert path in mounted, f"{name} reads {path} but does not mount it"
+
+
+def test_top_level_secrets_are_files_in_docker_secrets(rendered: dict[str, Any]) -> None:
+    assert set(rendered["secrets"]) == SECRETS
+    for name, secret in rendered["secrets"].items():
+        assert set(secret) <= {"name", "file"}, name  # a file source, not an environment variable
+        assert Path(secret["file"]) == SECRETS_DIR / name, name
+
+
+def test_compose_config_renders_without_the_secret_files(tmp_path: Path) -> None:
+    """`config` checks no secret file (only `up` does), so CI and a fresh checkout can validate the file. Rendered
+    from a copy of docker/ without secrets/ to prove it whatever this checkout holds."""
+    copy = tmp_path / "docker"
+    shutil.copytree(DOCKER, copy, ignore=shutil.ignore_patterns("secrets", ".env"))
+    env = _docker_compose_env(tmp_path)
+    for name in _compose_variables():
+        env.pop(name, None)
+    result = subprocess.run(
+        ["docker", "compose", "-f", str(copy / "compose.yaml"), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert not (copy / "secrets").exists()
+
+
+def test_secrets_readme_documents_and_generates_every_secret(tmp_path: Path) -> None:
+    readme = SECRETS_README.read_text()
+    for name in SECRETS:
+        assert f"| `{name}` |" in readme, name
+    (one_liner,) = re.findall(r"^\(cd docker/secrets .*\)$", readme, flags=re.MULTILINE)
+    workdir = tmp_path / "checkout"
+    (workdir / "docker" / "secrets").mkdir(parents=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    generated = workdir / "docker" / "secrets"
+
+    def generate() -> dict[str, str]:
+        result = subprocess.run(["sh", "-c", one_liner], cwd=workdir, env=env, capture_output=True, text=True,
+                                timeout=60, check=False)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return {path.name: path.read_text() for path in generated.iterdir()}
+
+    first = generate()
+    assert set(first) == SECRETS
+    assert generate() == first  # a rerun keeps what exists
+    assert generated.stat().st_mode & 0o777 == 0o700
+    for path in generated.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o444, path.name
+        value = path.read_text().strip()
+        if path.name == "audit_backup_key":
+            assert len(base64.b64decode(value, validate=True)) == 32
+        else:
+            assert re.fullmatch(r"[0-9a-f]{64}", value), path.name
+
+
+def test_secret_files_stay_out_of_git_and_of_the_image() -> None:
+    rules = [line for line in (SECRETS_DIR / ".gitignore").read_text().splitlines() if line and line[0] != "#"]
+    assert rules == ["*", "!.gitignore", "!README.md"]
+    dockerignore = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()]
+    assert "docker/secrets/" in dockerignore
+    assert not [line for line in dockerignore if line.startswith("!")], "nothing is re-included into the context"
+    if shutil.which("git") is None or not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    secret_paths = [f"docker/secrets/{name}" for name in sorted(SECRETS)]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *secret_paths, "docker/secrets/README.md"],
+                             cwd=REPO, capture_output=True, text=True, check=False).stdout.split()  # fmt: skip
+    assert ignored == secret_paths
+
+
+def test_web_serves_gunicorn_with_its_config_file_and_its_access_log(rendered: dict[str, Any]) -> None:
+    services = rendered["services"]
+    assert services["web"]["command"] is None  # the image's CMD
+    (cmd,) = [value for keyword, value in _final_stage(_dockerfile_instructions()) if keyword == "CMD"]
+    assert "-c gunicorn.conf.py" in cmd
+    for name, service in services.items():
+        invocation = " ".join((service.get("entrypoint") or []) + (service.get("command") or []))
+        if "gunicorn" in invocation:
+            assert "-c gunicorn.conf.py" in invocation or "--config gunicorn.conf.py" in invocation, name
+        # gunicorn reads GUNICORN_CMD_ARGS too: none may switch the access log off or change its format
+        environment = service.get("environment") or {}
+        assert not {"GUNICORN_CMD_ARGS", "GUNICORN_ACCESS_LOG", "GUNICORN_ACCESS_LOG_FORMAT"} & set(environment), name
+    config = GUNICORN_CONFIG.read_text()
+    assert re.search(r"^accesslog = ", config, flags=re.MULTILINE)
+    (access_log_format,) = re.findall(r"^access_log_format = (.*?)\n\)", config, flags=re.MULTILINE | re.DOTALL)
+    assert "%(p)s" in access_log_format
+    assert "%({x-request-id}o)s" in access_log_format
 
 
 def test_compose_defines_every_service() -> None:
@@ -210,7 +470,6 @@ def test_app_services_run_their_commands() -> None:
         "celery", "-A", "clinpredict", "beat", "-l", "info",
         "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler",
     ]  # fmt: skip
-    assert services["migrate"]["command"][-2:] == ["migrate", "--noinput"]
     for name in ("web", "worker", "beat"):
         assert services[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name
 
@@ -246,28 +505,19 @@ def test_only_web_prometheus_and_grafana_publish_ports_and_only_on_loopback() ->
             assert host_ip in LOOPBACK, f"{name}: {port}"
 
 
-def test_no_secret_is_written_in_the_compose_file() -> None:
+def test_compose_file_reads_no_secret_from_the_environment() -> None:
+    """No ${VAR} interpolation of a secret and no password in a URL: secrets are files (docker/secrets/)."""
     text = re.sub(r"(^|\s)#.*$", "", COMPOSE_FILE.read_text(), flags=re.MULTILINE)
-    for name in REQUIRED_ENV:
-        assert re.search(rf"\$\{{{name}:\?", text), f"{name} is not required with ${{{name}:?...}}"
-    assert "clinpredict:${POSTGRES_PASSWORD:?" in text  # the database password comes only from the environment
+    interpolated = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", text))
+    assert not {name for name in interpolated if SECRET_NAME.search(name)}, interpolated
+    assert not URL_WITH_PASSWORD.search(re.sub(r"\$\{[^}]*\}", "VAR", text))  # a ${VAR:-default} has a colon too
 
 
 def test_env_example_documents_every_variable_compose_reads() -> None:
-    without_comments = re.sub(r"(^|\s)#.*$", "", COMPOSE_FILE.read_text(), flags=re.MULTILINE)
-    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)", without_comments))
-    passed_through = {
-        key
-        for key, value in _compose_raw()["services"]["web"]["environment"].items()
-        if value is None  # `KEY:` with no value: taken from the environment when set
-    }
     documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", ENV_EXAMPLE.read_text(), flags=re.MULTILINE))
-    assert used | passed_through <= documented, sorted((used | passed_through) - documented)
-    example = dict(
-        line.split("=", 1) for line in ENV_EXAMPLE.read_text().splitlines() if re.match(r"[A-Z][A-Z0-9_]*=", line)
-    )
-    for name in REQUIRED_ENV:
-        assert example[name] == "", f"{name} must be left empty in the example"
+    assert _compose_variables() <= documented, sorted(_compose_variables() - documented)
+    assigned = [line.split("=", 1)[0] for line in ENV_EXAMPLE.read_text().splitlines() if re.match(r"[A-Z]", line)]
+    assert not [name for name in assigned if SECRET_NAME.search(name)], "a secret belongs in docker/secrets/"
 
 
 # --- Dockerfile ----------------------------------------------------------------------------------------------------
@@ -317,7 +567,9 @@ def test_dockerfile_runtime_environment_healthcheck_and_command() -> None:
 
 def test_dockerignore_keeps_local_state_and_secrets_out_of_the_image() -> None:
     entries = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
-    for entry in (".git", ".venv", "var/", "**/__pycache__", "*.sqlite3", "node_modules", ".env", "**/.env"):
+    for entry in (
+        ".git", ".venv", "var/", "**/__pycache__", "*.sqlite3", "node_modules", ".env", "**/.env", "docker/secrets/",
+    ):  # fmt: skip
         assert entry in entries, entry
 
 
