@@ -1,7 +1,7 @@
-import os
 from pathlib import Path
 from typing import Any
 
+import environ
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
@@ -12,6 +12,11 @@ from apps.registry.selectors import model_version_champion
 from apps.registry.services import model_version_promote, model_version_register
 
 ACTOR = Actor(type="system", id="bootstrap_demo")
+
+
+def _env(name: str) -> str:
+    """NAME, or the contents of the file NAME_FILE names (a Docker/Kubernetes secret), read when the command runs."""
+    return str(environ.FileAwareEnv().str(name, default="")).rstrip("\r\n")
 
 
 class Command(BaseCommand):
@@ -84,11 +89,11 @@ class Command(BaseCommand):
                           f"{counts.get('values_created', 0)} observations from {demo.name}")
 
     def _ensure_users(self) -> None:
-        result = demo_users_ensure(password=os.environ.get("CLINPREDICT_DEMO_PASSWORD") or None)
+        result = demo_users_ensure(password=_env("CLINPREDICT_DEMO_PASSWORD") or None)
         names = ", ".join(name for name, _group, _staff in DEMO_USERS)
         if result.created:
             self.stdout.write(f"[users] created {', '.join(result.created)}")
-        if result.password and not os.environ.get("CLINPREDICT_DEMO_PASSWORD"):
+        if result.password and not _env("CLINPREDICT_DEMO_PASSWORD"):
             self.stdout.write(self.style.WARNING(f"[users] password for {names}: {result.password} (shown once)"))
         elif result.password:
             self.stdout.write(f"[users] {names} use CLINPREDICT_DEMO_PASSWORD")
@@ -97,11 +102,11 @@ class Command(BaseCommand):
 
     def _ensure_client(self) -> None:
         client = demo_oauth_client_ensure(
-            client_id=os.environ.get("CLINPREDICT_DEMO_CLIENT_ID") or None,
-            client_secret=os.environ.get("CLINPREDICT_DEMO_CLIENT_SECRET") or None,
+            client_id=_env("CLINPREDICT_DEMO_CLIENT_ID") or None,
+            client_secret=_env("CLINPREDICT_DEMO_CLIENT_SECRET") or None,
         )
         self.stdout.write(f"[oauth2] demo client id: {client.client_id}")
-        if client.client_secret and not os.environ.get("CLINPREDICT_DEMO_CLIENT_SECRET"):
+        if client.client_secret and not _env("CLINPREDICT_DEMO_CLIENT_SECRET"):
             self.stdout.write(self.style.WARNING(f"[oauth2] demo client secret: {client.client_secret} (shown once)"))
         elif not client.client_secret:
             self.stdout.write("[oauth2] demo client exists; secret unchanged "
