@@ -32,9 +32,9 @@ help:
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "ClinPredict needs Python 3.11 (set PYTHON=/path/to/python3.11)")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/$(PIP_INSTALL) -r requirements/pip.txt
 
-# Stamps: reinstall only when a lock file changes, so a second `make run` does not reinstall.
+# Stamps: reinstall only when a lock file changes, so a second `make run` does not reinstall. Each first replaces the
+# venv's bundled pip with requirements/pip.txt's, then installs its layer.
 $(VENV)/.ml-installed: requirements/pip.txt requirements/ml.txt | $(BIN)/python
 	$(BIN)/$(PIP_INSTALL) -r requirements/pip.txt
 	$(BIN)/$(PIP_INSTALL) -r requirements/ml.txt
