@@ -6,12 +6,14 @@ import ast
 import base64
 import functools
 import hashlib
+import http.server
 import importlib.metadata
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path
 
@@ -244,3 +246,48 @@ def test_a_wrong_hash_stops_the_install_naming_the_package(tmp_path: Path) -> No
     installed = _pip_install_offline(tmp_path, good, tmp_path / "installed")
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert (tmp_path / "installed" / "cp_hashcheck_demo" / "__init__.py").read_text() == "VALUE = 42\n"
+
+
+class _OneAdvisory(http.server.BaseHTTPRequestHandler):
+    """A stand-in OSV query API on 127.0.0.1 with one advisory: whitenoise below 99 (fixed in 99.0)."""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        query = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        answer = {}
+        if normalise(query["package"]["name"]) == "whitenoise":
+            answer = {"vulns": [{
+                "id": "TEST-0001", "summary": "stand-in advisory", "details": "test",
+                "modified": "2026-01-01T00:00:00Z",
+                "affected": [{"package": {"name": "whitenoise", "ecosystem": "PyPI"},
+                              "ranges": [{"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "99.0"}]}]}],
+            }]}
+        body = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_the_audit_fails_on_a_vulnerability_with_a_fix() -> None:
+    """`make audit`'s pip-audit flags, on the real base.txt, against a stand-in advisory service on 127.0.0.1 (the
+    Makefile asks PyPI; `-s osv --osv-url` is the only way to point pip-audit at a local one)."""
+    makefile = (REPO / "Makefile").read_text()
+    assert "PIP_AUDIT = $(BIN)/pip-audit --progress-spinner off --disable-pip" in makefile
+    assert "$(PIP_AUDIT) --strict --require-hashes -r $$lock" in makefile
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _OneAdvisory)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        audit = subprocess.run(
+            [str(Path(sys.executable).parent / "pip-audit"), "--progress-spinner", "off", "--disable-pip", "--strict",
+             "--require-hashes", "-r", str(REQUIREMENTS / "base.txt"),
+             "-s", "osv", "--osv-url", f"http://127.0.0.1:{server.server_address[1]}/v1/query"],
+            capture_output=True, text=True, timeout=300)
+    finally:
+        server.shutdown()
+    assert audit.returncode == 1, audit.stdout + audit.stderr
+    version = re.escape(locked("base")["whitenoise"][0])
+    assert re.search(rf"^whitenoise +{version} +TEST-0001 +99\.0$", audit.stdout, re.M), audit.stdout + audit.stderr
