@@ -6,7 +6,19 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 WEB_CONCURRENCY ?= 2
 
-.PHONY: run serve db-setup test lint bench clean-var help
+# Lock files: requirements/*.in are the human-edited direct pins; `make lock` compiles each into requirements/*.txt
+# with every transitive dependency pinned and hashed, for CPython 3.11 on x86_64 Linux (glibc >= 2.28). The layers
+# agree: ml.txt is resolved within base.txt's versions, dev.txt within ml.txt's, bench-mlflow.txt within base.txt's.
+# Every install below is `pip install --require-hashes -r <lock>`: a file whose hash differs stops it, naming it.
+LOCK_ARGS ?=
+UV_COMPILE = $(BIN)/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+  --python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" $(LOCK_ARGS)
+# $(call lock,IN,OUT[,LOCK whose versions OUT must keep])
+lock = $(UV_COMPILE) $(1) -o $(2) $(if $(3),-c $(3))
+PIP_INSTALL = python -m pip install --quiet --require-hashes
+LOCKS := $(foreach f,pip base ml dev fhir-server bench-mlflow,requirements/$(f).txt)
+
+.PHONY: run serve db-setup test lint audit lock bench clean-var help
 
 help:
 	@echo "make run    - install, migrate, bootstrap the demo and serve on http://127.0.0.1:$(PORT)"
@@ -15,25 +27,32 @@ help:
 	@echo "make db-setup - create the database owner and application roles, migrate as the owner, grant the app role"
 	@echo "make lint   - ruff and the import contract"
 	@echo "make bench  - run benchmarks/ and regenerate docs/benchmarks.md"
+	@echo "make lock   - recompile requirements/*.in into the hashed locks requirements/*.txt (LOCK_ARGS=--upgrade to move every pin)"
+	@echo "make audit  - pip-audit every lock: fails on a known vulnerability (CI runs it)"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "ClinPredict needs Python 3.11 (set PYTHON=/path/to/python3.11)")'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Stamps: reinstall only when a requirements file changes, so a second `make run` does not reinstall.
-$(VENV)/.ml-installed: requirements/base.txt requirements/ml.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -r requirements/ml.txt
+# Stamps: reinstall only when a lock file changes, so a second `make run` does not reinstall. Each first replaces the
+# venv's bundled pip with requirements/pip.txt's, then installs its layer.
+$(VENV)/.ml-installed: requirements/pip.txt requirements/ml.txt | $(BIN)/python
+	$(BIN)/$(PIP_INSTALL) -r requirements/pip.txt
+	$(BIN)/$(PIP_INSTALL) -r requirements/ml.txt
+	$(BIN)/python -m pip check
 	@touch $@
 
-$(VENV)/.dev-installed: requirements/base.txt requirements/ml.txt requirements/dev.txt | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -r requirements/dev.txt
+$(VENV)/.dev-installed: requirements/pip.txt requirements/ml.txt requirements/dev.txt | $(BIN)/python
+	$(BIN)/$(PIP_INSTALL) -r requirements/pip.txt
+	$(BIN)/$(PIP_INSTALL) -r requirements/dev.txt
+	$(BIN)/python -m pip check
 	@touch $@ $(VENV)/.ml-installed
 
-# The FHIR test server (sekmet-fhir) gets its own venv: its antlr4 runtime conflicts with dvc's (see the file).
-$(VENV)/fhir-server/.installed: requirements/fhir-server.txt | $(BIN)/python
+# The FHIR test server (sekmet-fhir) gets its own venv: its antlr4 runtime conflicts with dvc's (see the .in file).
+$(VENV)/fhir-server/.installed: requirements/pip.txt requirements/fhir-server.txt | $(BIN)/python
 	$(BIN)/python -m venv $(VENV)/fhir-server
-	$(VENV)/fhir-server/bin/python -m pip install --quiet -r requirements/fhir-server.txt
+	$(VENV)/fhir-server/bin/$(PIP_INSTALL) -r requirements/pip.txt
+	$(VENV)/fhir-server/bin/$(PIP_INSTALL) -r requirements/fhir-server.txt
 	@touch $@
 
 run: $(VENV)/.ml-installed
@@ -89,6 +108,30 @@ test: $(VENV)/.dev-installed $(VENV)/fhir-server/.installed
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
+
+# pip-audit against every lock (not the venv), through PyPI's advisory data. --disable-pip: the locks are complete and
+# hashed, so no resolver run; --strict: a package it could not look up fails the audit too. Exits non-zero on any known
+# vulnerability. A canary first: Django 4.2.0 has advisories fixed in later releases (CVE-2023-31047, fixed in 4.2.1),
+# so an audit that passes it cannot see any advisory data (a machine that reaches the package index but not the
+# advisory API): then `make audit` fails, or with AUDIT_OFFLINE=skip (.ci/run) says so and stops without auditing.
+AUDIT_OFFLINE ?= fail
+PIP_AUDIT = $(BIN)/pip-audit --progress-spinner off --disable-pip
+audit: $(VENV)/.dev-installed
+	@if $(PIP_AUDIT) --no-deps -r <(echo Django==4.2.0) >/dev/null 2>&1; then \
+	  echo "make audit: NOT RUN: no advisory data reachable (the canary Django 4.2.0 passed the audit)" >&2; \
+	  exit $(if $(filter skip,$(AUDIT_OFFLINE)),0,1); \
+	else \
+	  set -e; for lock in $(LOCKS); do echo "pip-audit $$lock"; $(PIP_AUDIT) --strict --require-hashes -r $$lock; done; \
+	fi
+
+# uv comes from dev.txt. Without LOCK_ARGS, uv keeps every pin an existing lock has unless an .in file moved it.
+lock: $(VENV)/.dev-installed
+	$(call lock,requirements/pip.in,requirements/pip.txt)
+	$(call lock,requirements/base.in,requirements/base.txt)
+	$(call lock,requirements/ml.in,requirements/ml.txt,requirements/base.txt)
+	$(call lock,requirements/dev.in,requirements/dev.txt,requirements/ml.txt)
+	$(call lock,requirements/fhir-server.in,requirements/fhir-server.txt)
+	$(call lock,requirements/bench-mlflow.in,requirements/bench-mlflow.txt,requirements/base.txt)
 
 bench: $(VENV)/.dev-installed $(VENV)/fhir-server/.installed
 	$(BIN)/python -m benchmarks

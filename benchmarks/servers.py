@@ -4,8 +4,8 @@
   PostgreSQL database (`clinpredict_bench` on the shared server), migrated and bootstrapped with a trained champion
   and the demo OAuth2 client-credentials app.
 - `mlflow models serve` (2 workers, as shipped) with the very same fitted pipeline (the champion's model.joblib),
-  from a separate venv (.venv/bench-mlflow, created from requirements/bench-mlflow.txt on first use): full mlflow is
-  never installed into .venv.
+  from a separate venv (.venv/bench-mlflow, created from the hashed lock requirements/bench-mlflow.txt on first use):
+  full mlflow is never installed into .venv.
 
 Both are process groups this module starts; they are stopped by their own group id.
 """
@@ -180,11 +180,13 @@ def clinpredict_token(server: Server, scope: str = "predictions:write prediction
 def mlflow_python() -> Path:
     python = MLFLOW_VENV / "bin" / "python"
     stamp = MLFLOW_VENV / ".installed"
-    requirements = REPO / "requirements" / "bench-mlflow.txt"
-    if not stamp.exists() or stamp.stat().st_mtime < requirements.stat().st_mtime:
+    locks = [REPO / "requirements" / "pip.txt", REPO / "requirements" / "bench-mlflow.txt"]  # `make lock`
+    if not stamp.exists() or stamp.stat().st_mtime < max(lock.stat().st_mtime for lock in locks):
         if not python.exists():
             subprocess.run([sys.executable, "-m", "venv", str(MLFLOW_VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)], check=True)
+        for lock in locks:  # pip first, then the rest with it; each file hash-checked
+            subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--require-hashes", "-r", str(lock)],
+                           check=True)
         stamp.touch()
     return python
 
