@@ -207,14 +207,13 @@ def _audit_table_flushable() -> None:
 FHIR_HELPERS = REPO / "tests" / "fhir" / "sekmet.py"
 
 
-def load_fhir_helpers() -> Any:
-    """tests/fhir/sekmet.py, loaded by path: site-packages already has an unrelated top-level `tests` package."""
+def _load_by_path(name: str, path: Path) -> Any:
+    """A module of tests/, loaded by path: site-packages already has an unrelated top-level `tests` package."""
     import importlib.util
     import sys
 
-    name = "clinpredict_tests_fhir_sekmet"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, FHIR_HELPERS)
+        spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
@@ -222,7 +221,16 @@ def load_fhir_helpers() -> Any:
     return sys.modules[name]
 
 
+def load_fhir_helpers() -> Any:
+    """tests/fhir/sekmet.py."""
+    return _load_by_path("clinpredict_tests_fhir_sekmet", FHIR_HELPERS)
+
+
 load_fhir_helpers()
+
+# `database_roles`, `app_role_database_url`: the production owner/application roles on the test database.
+_db_roles_fixtures = _load_by_path("clinpredict_tests_db_roles", REPO / "tests" / "db_roles_fixtures.py")
+database_roles, app_role_database_url = _db_roles_fixtures.database_roles, _db_roles_fixtures.app_role_database_url
 
 
 @pytest.fixture(scope="session")
