@@ -11,7 +11,8 @@ writes rows (docs/security.md, "Database roles").
   Default privileges make tables a later migration creates usable at once; re-running the step takes UPDATE and
   DELETE back from a new append-only table.
 * `check_application_role()`: one message when the connected role is more than that (a superuser, a table owner,
-  DDL or TRUNCATE rights), for production start and `manage.py check --deploy` (`apps/core/checks.py`).
+  DDL or TRUNCATE rights), for `manage.py check --deploy` (`apps/core/checks.py`); `application_role_require()`
+  raises it as ImproperlyConfigured, for a production process's start.
 
 Every statement is built with psycopg2.sql (identifiers quoted by the driver). A password never reaches the server
 in clear: it is sent as a SCRAM-SHA-256 verifier computed here, so it cannot appear in the server's statement log.
@@ -27,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from django.core.exceptions import ImproperlyConfigured
 from psycopg2 import errors, sql
 
 DEFAULT_SCHEMA = "public"
@@ -298,3 +300,15 @@ def check_application_role(connection: Any) -> str | None:
     return (f"DATABASE_URL connects as role '{role}', which {'; '.join(problems)}. The application must connect as "
             f"the application role created by `{SETUP_COMMAND}` (see docs/security.md, \"Database roles\"); "
             "only migrations run as the owner role.")
+
+
+def application_role_require(connection: Any) -> None:
+    """For a production process's start: raise ImproperlyConfigured with `check_application_role`'s message. The
+    connection is closed afterwards, so nothing opened here is inherited by forked workers (gunicorn --preload,
+    Celery's prefork pool). A database that cannot be reached raises its own error (OperationalError)."""
+    try:
+        message = check_application_role(connection)
+    finally:
+        connection.close()
+    if message is not None:
+        raise ImproperlyConfigured(message)

@@ -233,6 +233,19 @@ def test_check_names_database_url_for_a_superuser_and_passes_the_application_rol
     assert check_application_role(as_role(database_roles.app)) is None
 
 
+def test_start_refuses_the_superuser_with_one_message(database_roles: Any) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+
+    from apps.core.db_roles import application_role_require
+
+    superuser, app = _superuser(database_roles), database_roles.connect(database_roles.app)
+
+    with pytest.raises(ImproperlyConfigured, match=r"^DATABASE_URL connects as role '[^']+', which is a superuser"):
+        application_role_require(superuser)
+    application_role_require(app)  # no error
+    assert superuser.closed and app.closed
+
+
 def test_check_deploy_fails_as_superuser_and_passes_as_the_application_role(database_roles: Any) -> None:
     from django.db import connection
 
