@@ -209,7 +209,7 @@ SERVER_HELPERS = REPO / "tests" / "servers.py"
 
 
 def load_helpers(path: Path, name: str) -> Any:
-    """A helper module of tests/, loaded by path: site-packages already has an unrelated top-level `tests` package."""
+    """A module of tests/, loaded by path: site-packages already has an unrelated top-level `tests` package."""
     import importlib.util
     import sys
 
@@ -227,6 +227,10 @@ def load_fhir_helpers() -> Any:
 
 
 load_fhir_helpers()
+
+# `database_roles`, `app_role_database_url`: the production owner/application roles on the test database.
+_db_roles_fixtures = load_helpers(REPO / "tests" / "db_roles_fixtures.py", "clinpredict_tests_db_roles")
+database_roles, app_role_database_url = _db_roles_fixtures.database_roles, _db_roles_fixtures.app_role_database_url
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -18,10 +20,14 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
                           timeout=120, env={**base, "DJANGO_SETTINGS_MODULE": "clinpredict.settings.production", **env})
 
 
-def test_check_deploy_is_clean_at_warning_level() -> None:
+def test_check_deploy_is_clean_at_warning_level(request: pytest.FixtureRequest) -> None:
+    # On PostgreSQL, as production connects: the application role (a superuser fails clinpredict.E002,
+    # tests/apps/core/test_db_roles.py).
+    database = ({"DATABASE_URL": request.getfixturevalue("app_role_database_url")}
+                if os.environ.get("DATABASE_URL", "").startswith("postgres") else {})
     result = _manage("check", "--deploy", "--fail-level", "WARNING",
                      SECRET_KEY="k" * 20 + "-production-like-secret-key-with-enough-entropy-1234567890",
-                     ALLOWED_HOSTS="clinpredict.example.org", CACHE_URL="redis://127.0.0.1:6379/14")
+                     ALLOWED_HOSTS="clinpredict.example.org", CACHE_URL="redis://127.0.0.1:6379/14", **database)
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout

@@ -5,7 +5,7 @@ serialisation of its content and the previous row's hash, so altering, removing 
 chain from that point on (see `apps.audit.selectors.audit_chain_verify`).
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 from django.db import models
 
@@ -41,6 +41,9 @@ class AuditEvent(models.Model):
     source_ip = models.GenericIPAddressField(null=True, blank=True)
     prev_hash = models.CharField(max_length=64, editable=False)
     hash = models.CharField(max_length=64, unique=True, editable=False)
+
+    # Append-only in the database too: the application role gets SELECT and INSERT only (apps/core/db_roles.py).
+    append_only: ClassVar[bool] = True
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -78,6 +81,9 @@ class AuditChainVerification(models.Model):
     reason = models.TextField(blank=True)
     duration_seconds = models.FloatField()
 
+    # Rows are only ever added (the newest is the anchor): SELECT and INSERT for the application role.
+    append_only: ClassVar[bool] = True
+
     class Meta:
         ordering = ["-created_at"]
         get_latest_by = "created_at"
@@ -98,6 +104,8 @@ class AuditBackup(models.Model):
     file_name = models.CharField(max_length=255)
     file_sha256 = models.CharField(max_length=64)
     key_id = models.CharField(max_length=32)
+
+    append_only: ClassVar[bool] = True  # SELECT and INSERT for the application role (apps/core/db_roles.py)
 
     class Meta:
         ordering = ["-last_seq"]

@@ -2,7 +2,7 @@
 runs in the shadow, and the full history of who changed what status when."""
 
 import uuid
-from typing import Any
+from typing import Any, ClassVar
 
 from django.conf import settings
 from django.db import models
@@ -115,6 +115,9 @@ class ModelVersionStatusChange(models.Model):
     actor_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT)
     changed_at = models.DateTimeField(db_index=True)
     audit_seq = models.BigIntegerField(null=True, blank=True, help_text="The audit event that records this change")
+
+    # Append-only in the database too: the application role gets SELECT and INSERT only (apps/core/db_roles.py).
+    append_only: ClassVar[bool] = True
 
     objects = StatusChangeQuerySet.as_manager()
 
