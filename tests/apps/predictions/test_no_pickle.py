@@ -2,9 +2,10 @@
 production settings in a fresh interpreter, import neither scikit-learn nor joblib (nor the xgboost package or
 SciPy), and no pickle is loaded while the model is loaded, scores or explains.
 
-The stdlib `pickle` module itself is imported by the web process regardless of the model (the probe reports by
-whom: Django and the libraries it loads); Django's local-memory cache unpickles the API throttle's counters. So the
-pickle check is on the calls: none may have the model loader, the prediction service or `ml` on its stack."""
+The stdlib `pickle` module itself is imported by the web process regardless of the model: Django imports it during
+setup (django.core.cache.backends.filebased, via the system checks; the probe prints the chain). So the pickle
+check is on the calls: none may have the model loader, the prediction service or `ml` on its stack (Django's
+caches may unpickle their own values; in this request nothing was unpickled at all)."""
 
 import json
 import os
@@ -14,7 +15,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import pytest
 from django.db import connection
 from django.utils import timezone
 
@@ -56,11 +56,9 @@ def _probe(settings: Any, tmp_path: Path, body: dict[str, Any]) -> dict[str, Any
     return result
 
 
-# Committed rows, so the subprocess sees them; serialized rollback as in tests/e2e/test_hot_swap.py (a plain
-# transactional flush re-creates content types, which the next serialized-rollback test then inserts again).
-@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_prediction_and_explanation_without_sklearn_joblib_or_pickle_loads(
-        champion: ModelVersion, valid_features: dict, settings: Any, tmp_path: Path) -> None:
+        transactional_db: None, champion: ModelVersion, valid_features: dict, settings: Any, tmp_path: Path) -> None:
+    # transactional_db: committed rows, so the subprocess sees them.
     _token("tok-no-pickle")
 
     result = _probe(settings, tmp_path, {"use_case": "diabetes", "features": valid_features})
