@@ -54,11 +54,17 @@ def main(argv: list[str]) -> None:
         with xgboost.config_context(nthread=1):
             return explain(fitted, x)
 
+    from ml.serving_explain import load_explainer
+
+    block = manifest["explainer"]
+    served = load_explainer(block, (run / block["file"]).read_bytes(), manifest["feature_order"])
+
     parity = float(np.max(np.abs(np.asarray(onnx(big))[:, 1] - np.asarray(joblib_proba(big))[:, 1])))
     rows = []
     for label, fn in (("ONNX (onnxruntime, 1 thread)", onnx), ("joblib (predict_proba)", joblib_proba),
                       ("explanation, default threads", lambda x: explain(fitted, x)),
-                      ("explanation, 1 thread (as served)", explain_1thread)):
+                      ("explanation, 1 thread (xgboost package)", explain_1thread),
+                      (f"explanation as served ({block['file']}, ml.serving_explain)", served.explain)):
         rows.append({"what": label, "1 row (ms)": round(_per_call_ms(lambda fn=fn: fn(one), 200), 4),
                      "10k rows (ms)": round(_per_call_ms(lambda fn=fn: fn(big), 3), 2)})
     write_result("inference", {

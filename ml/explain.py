@@ -1,5 +1,9 @@
 """Per-prediction feature contributions on the log-odds scale, fast enough to call on every prediction.
 
+This module works on the fitted model (``model.joblib``) and is the reference used in training. The web process
+explains with ml/serving_explain.py instead (non-pickle files, no scikit-learn), which must agree with this within
+1e-6 (checked by ``ml.export.explainer_parity`` at export time).
+
 - XGBoost: exact TreeSHAP (``pred_contribs=True``). With Platt (sigmoid) calibration the calibrated log-odds are
   ``a * margin + b``, so contributions are multiplied by ``a`` and stay exact for the calibrated model. With
   isotonic calibration (not linear) the contributions explain the underlying booster's log-odds.

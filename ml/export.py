@@ -244,3 +244,88 @@ def parity_check(model: ClinicalModel, onnx_bytes: bytes, X: np.ndarray,
             f"over {X.shape[0]} rows"
         )
     return result
+
+
+# --- the serving explainer (not a pickle): see ml/serving_explain.py ------------------------------------------
+
+
+def explainer_artifact(model: ClinicalModel) -> tuple[str, bytes, dict[str, Any]]:
+    """(file name, file bytes, ``manifest["explainer"]`` block without ``parity``) for the fitted model.
+
+    XGBoost: the booster in XGBoost's own UBJSON format. MLP: the impute/scale/MLP arrays as JSON. The block holds
+    the calibration constants (Platt ``a``/``b`` or the isotonic knots) and the training medians per feature."""
+    from ml import explain, serving_explain
+
+    final = model.pipeline.steps[-1][1] if hasattr(model.pipeline, "steps") else model.pipeline
+    if model.model_type == "xgboost":
+        kind, name = "xgboost_treeshap", serving_explain.XGB_BOOSTER_FILE
+        raw = bytes(final.get_booster().save_raw(raw_format="ubj"))
+    elif model.model_type == "mlp":
+        kind, name = "mlp_occlusion", serving_explain.MLP_WEIGHTS_FILE
+        raw = _mlp_weights(model).to_json()
+    else:
+        raise ExportError(f"no serving explainer for model type {model.model_type!r}")
+    cal = model.calibrator
+    calibration: dict[str, Any] | None = None
+    if cal is not None:
+        calibration = ({"method": "sigmoid", "a": float(cal.a), "b": float(cal.b)} if cal.method == "sigmoid"
+                       else {"method": cal.method, "x": [float(v) for v in cal.x], "y": [float(v) for v in cal.y]})
+    medians = np.asarray(model.medians, dtype=np.float64)
+    meta: dict[str, Any] = {
+        "kind": kind,
+        "file": name,
+        "format_version": serving_explain.EXPLAINER_FORMAT_VERSION,
+        "method": explain.explanation_method(model),
+        "calibration": calibration,
+        "medians": {feature: float(medians[i]) if medians.size else 0.0
+                    for i, feature in enumerate(model.feature_names)},
+    }
+    return name, raw, meta
+
+
+def _mlp_weights(model: ClinicalModel) -> Any:
+    from ml.serving_explain import MLPWeights
+
+    steps = dict(model.pipeline.steps)
+    if list(steps) != ["impute", "scale", "mlp"]:
+        raise ExportError(f"cannot write the MLP explainer for pipeline steps {list(steps)}")
+    imputer, scaler, mlp = steps["impute"], steps["scale"], steps["mlp"]
+    if getattr(imputer, "strategy", None) != "median" or mlp.out_activation_ != "logistic":
+        raise ExportError("the MLP explainer supports median imputation and a logistic output only")
+    return MLPWeights(
+        impute=np.asarray(imputer.statistics_), mean=np.asarray(scaler.mean_), scale=np.asarray(scaler.scale_),
+        coefs=tuple(np.asarray(c) for c in mlp.coefs_), intercepts=tuple(np.asarray(b) for b in mlp.intercepts_),
+        activation=str(mlp.activation), out_activation=str(mlp.out_activation_),
+    )
+
+
+def explainer_parity(model: ClinicalModel, meta: dict[str, Any], raw: bytes, X: np.ndarray,
+                     tolerance: float | None = None) -> dict[str, Any]:
+    """max |contribution| and |base| difference between the serving explainer (from ``raw``) and ``ml.explain``
+    on the fitted model over rows X. Raises ExportError when above ``tolerance`` (1e-6)."""
+    from ml import explain, serving_explain
+
+    tolerance = serving_explain.EXPLAINER_TOLERANCE if tolerance is None else tolerance
+    served = serving_explain.load_explainer(meta, raw, model.feature_names)
+    phi_ref, base_ref = explain.explain_with_base(model, X)
+    phi, base = served.explain_with_base(X)
+    max_diff = float(max(np.max(np.abs(phi - phi_ref), initial=0.0), np.max(np.abs(base - base_ref), initial=0.0)))
+    result = {"max_abs_diff": max_diff, "n_rows": int(np.asarray(X).shape[0]), "tolerance": tolerance}
+    if not np.isfinite(max_diff) or max_diff > tolerance:
+        raise ExportError(f"explainer parity check failed: max |contribution difference| = {max_diff:.3g} > "
+                          f"{tolerance:g} over {result['n_rows']} rows")
+    return result
+
+
+def explainer_check_rows(medians: np.ndarray, feature_ranges: list[tuple[float | None, float | None]],
+                         seed: int, n: int = 256) -> np.ndarray:
+    """Rows for the explainer parity check when no data is at hand (migrating a registered version): uniform
+    within each feature's plausible range (around its median when the spec gives none), then ``parity_rows``
+    adds a copy with ~30% NaN."""
+    rng = np.random.default_rng(seed)
+    cols = []
+    for median, (lo, hi) in zip(np.asarray(medians, dtype=np.float64), feature_ranges, strict=True):
+        low = float(lo) if lo is not None else median - max(abs(median), 1.0)
+        high = float(hi) if hi is not None else median + max(abs(median), 1.0)
+        cols.append(rng.uniform(low, high, size=n))
+    return parity_rows(np.column_stack(cols), seed)

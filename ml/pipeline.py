@@ -28,7 +28,7 @@ from ml.validation import load_dataset
 MANIFEST_SCHEMA_VERSION = 1
 ARTIFACT_FILES: tuple[str, ...] = (
     "model.onnx",
-    "model.joblib",
+    "model.joblib",  # the fitted model, for training tools and audit; never read by the web process
     "model_card.md",
     "model_card.html",
     "validation_report.json",
@@ -149,6 +149,11 @@ def train_run(
         export.save_joblib(model, tmp / "model.joblib")
         say(f"parity max |p_joblib - p_onnx| = {parity['max_abs_diff']:.2e} over {parity['n_rows']} rows "
             f"({parity['n_rows_with_missing']} with missing values)")
+        explainer_file, explainer_bytes, explainer = export.explainer_artifact(model)
+        (tmp / explainer_file).write_bytes(explainer_bytes)
+        explainer["parity"] = export.explainer_parity(model, explainer, explainer_bytes, parity_X)
+        say(f"explainer {explainer_file}: max |contribution - fitted model's| = "
+            f"{explainer['parity']['max_abs_diff']:.2e} over {explainer['parity']['n_rows']} rows")
 
         importance = explain.global_importance(model, X_te)
         label = f"{model_type} ({trained.calibration['method']} calibration)"
@@ -238,6 +243,8 @@ def train_run(
             "imbalance": trained.imbalance,
             "calibration": trained.calibration,
             "explanation": {"method": explain.explanation_method(model), "global_importance": importance},
+            # What the web process explains with (ml/serving_explain.py): no pickle, no scikit-learn.
+            "explainer": explainer,
             "onnx_parity_max_abs_diff": parity["max_abs_diff"],
             "onnx_parity": {
                 **parity,
@@ -252,7 +259,7 @@ def train_run(
         write_model_card(manifest, report.to_dict(), tmp)
         manifest["artifacts"] = {
             name: {"sha256": export.sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-            for name in ARTIFACT_FILES
+            for name in (*ARTIFACT_FILES, explainer_file)
         }
         manifest["train_seconds"] = round(time.perf_counter() - t_start, 2)
         manifest["mlflow_run_id"] = None

@@ -1,5 +1,12 @@
 """Loads registered models for serving: ONNX sessions cached per (version, sha256), integrity checked on load.
 
+No pickle in the web process: a version is served from ``model.onnx`` (probabilities) and the non-pickle explainer
+file named in ``manifest["explainer"]`` (``model.xgb.ubj`` or ``model.mlp.json``, see ml/serving_explain.py), both
+hash-verified, with the calibration constants and medians from the manifest. ``model.joblib`` is never read here,
+and neither scikit-learn nor joblib is imported (tests/apps/predictions/test_no_pickle.py). A version registered
+before the explainer file existed is refused (ModelNotMigrated, HTTP 503) until
+``python manage.py migrate_model_artifacts`` has written its explainer; it never falls back to the pickle.
+
 Each file is read once, its bytes are checked against the registered sha256 and only those bytes are loaded, so
 the model served is exactly the file that was validated; a file that does not match is refused with a clear
 error (ModelIntegrityError, HTTP 503), a critical log line and the `clinpredict_model_integrity_ok` gauge at 0.
@@ -7,32 +14,40 @@ The champion (and challenger) of a use case is looked up at most every CLINPREDI
 process, so a promotion reaches every web worker within that time without a restart.
 """
 
-import io
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from django.conf import settings
 
+from apps.core.exceptions import ServiceUnavailable
 from ml.schema import UseCaseSpec
 
 from . import metrics
-from .artifacts import ModelIntegrityError, model_dir, read_verified
+from .artifacts import ModelIntegrityError, model_dir, read_verified, registered_artifacts
 from .models import ModelVersion
 from .selectors import model_version_challenger, model_version_champion
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-# onnxruntime, joblib and xgboost (which pulls in scikit-learn and SciPy) are imported when a model is first loaded,
-# not when Django starts: every management command (an audit export, a backup) would otherwise pay ~2 s and
-# ~150 MB for libraries it never uses.
+    from ml.serving_explain import Explainer
 
-__all__ = ["LoadedModel", "ModelIntegrityError", "champion_model", "challenger_model", "clear_caches",
-           "load_version", "model_dir"]
+# onnxruntime and the explainer (libxgboost for XGBoost) are loaded with the first model, not when Django starts:
+# every management command (an audit export, a backup) would otherwise pay for libraries it never uses.
+
+__all__ = ["LoadedModel", "ModelIntegrityError", "ModelNotMigrated", "champion_model", "challenger_model",
+           "clear_caches", "load_version", "model_dir"]
+
+MIGRATE_COMMAND = "python manage.py migrate_model_artifacts"
+
+
+class ModelNotMigrated(ServiceUnavailable):
+    """The version has no registered non-pickle explainer (registered before it existed): it is not served until
+    `migrate_model_artifacts` has written one."""
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +65,7 @@ class LoadedModel:
     input_name: str
     output_name: str
     session: "ort.InferenceSession" = field(repr=False)
-    fitted: Any = field(repr=False)
+    explainer: "Explainer" = field(repr=False)
     moderate_from: float | None = None
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
@@ -59,15 +74,9 @@ class LoadedModel:
         return np.asarray(probabilities)[:, 1]
 
     def explain(self, x: np.ndarray) -> np.ndarray:
-        import xgboost
-
-        from ml.explain import explain
-
-        # XGBoost builds each DMatrix with one OpenMP thread per core by default: for the few rows of a request
-        # that costs ~13 ms of thread start-up and spinning on a busy 2-core host, against ~0.1 ms on one thread
-        # (benchmarks/results/profile_request.json). One thread gives the very same contributions.
-        with xgboost.config_context(nthread=1):
-            return explain(self.fitted, x.astype(np.float32, copy=False))
+        """Per-feature contributions (n, n_features) on the log-odds scale, equal to ``ml.explain.explain`` on the
+        fitted model (XGBoost runs on one thread: see ml/xgb_native.py)."""
+        return self.explainer.explain(x.astype(np.float32, copy=False))
 
     def risk_band(self, probability: float) -> str:
         """The model's own bands (manifest `risk_bands`): high from the threshold, moderate from half of it."""
@@ -84,12 +93,30 @@ _models: dict[tuple[int, str], LoadedModel] = {}
 _live: dict[tuple[str, str], tuple[float, int | None]] = {}
 
 
+def _explainer(version: ModelVersion) -> "Explainer":
+    from ml.serving_explain import ExplainerError, load_explainer
+
+    meta = version.manifest.get("explainer")
+    name = meta.get("file") if isinstance(meta, dict) else None
+    if not name or name not in registered_artifacts(version):
+        logger.error("model version has no registered explainer file; not served until migrated",
+                     extra={"model_version": version.label})
+        raise ModelNotMigrated(
+            f"{version.label} was registered before explanations stopped using model.joblib and has no explainer "
+            f"file; run `{MIGRATE_COMMAND}` to serve it.", code="model_not_migrated")
+    raw = read_verified(version, name)
+    try:
+        return load_explainer(meta, raw, tuple(version.manifest["feature_order"]))
+    except ExplainerError as exc:
+        raise ModelNotMigrated(f"The explainer of {version.label} cannot be loaded ({exc}); run "
+                               f"`{MIGRATE_COMMAND} --force` to rewrite it.", code="model_not_migrated") from exc
+
+
 def _build(version: ModelVersion) -> LoadedModel:
-    import joblib
     import onnxruntime as ort
 
     onnx_bytes = read_verified(version, "model.onnx")
-    joblib_bytes = read_verified(version, "model.joblib")
+    explainer = _explainer(version)
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.ONNX_INTRA_OP_THREADS
     options.inter_op_num_threads = 1
@@ -108,8 +135,7 @@ def _build(version: ModelVersion) -> LoadedModel:
         input_name=manifest["input_name"],
         output_name=manifest["output_name"],
         session=session,
-        # Same as ml.export.load_joblib, but from the verified bytes rather than reopening the path.
-        fitted=joblib.load(io.BytesIO(joblib_bytes)),
+        explainer=explainer,
         moderate_from=bands.get("moderate_from"),
     )
     # Warm: the first request should not pay for the session's and the explainer's first-call set-up.
@@ -133,6 +159,10 @@ def load_version(version: ModelVersion) -> LoadedModel:
             loaded = _build(version)
         except ModelIntegrityError:
             metrics.MODEL_INTEGRITY_OK.labels(version.use_case).set(0)
+            if is_champion:
+                metrics.CHAMPION_LOADED.labels(version.use_case).set(0)
+            raise
+        except ModelNotMigrated:
             if is_champion:
                 metrics.CHAMPION_LOADED.labels(version.use_case).set(0)
             raise

@@ -22,6 +22,7 @@ from django.utils import timezone
 from apps.audit.actors import Actor
 from apps.audit.services import audit_event_record
 from apps.core.exceptions import ApplicationError
+from ml.serving_explain import KIND_FILES
 
 from . import metrics
 from .artifacts import file_sha256
@@ -55,7 +56,10 @@ REQUIRED_MANIFEST_KEYS = (
     "feature_order",
     "input_name",
     "output_name",
+    "explainer",
 )
+# Plus the explainer file the manifest names (model.xgb.ubj or model.mlp.json): what the web process explains with.
+# model.joblib stays required: training tools, the retraining worker, MLflow and `migrate_model_artifacts` read it.
 REQUIRED_ARTIFACTS = ("model.onnx", "model.joblib")
 PARITY_LIMIT = 1e-5  # registration refuses anything worse; the promotion gate's limit is configurable
 
@@ -82,16 +86,27 @@ def _read_manifest(source_dir: Path) -> dict[str, Any]:
         raise ApplicationError("manifest.json must hold a JSON object.", code="manifest_invalid")
     missing = [key for key in REQUIRED_MANIFEST_KEYS if manifest.get(key) is None]
     if missing:
-        raise ApplicationError(f"manifest.json is incomplete; missing keys: {', '.join(missing)}",
+        hint = ("; it was written before `ml train` saved a non-pickle explainer: train again"
+                if missing == ["explainer"] else "")
+        raise ApplicationError(f"manifest.json is incomplete; missing keys: {', '.join(missing)}{hint}",
                                code="manifest_incomplete")
     return manifest
+
+
+def _required_artifacts(manifest: dict[str, Any]) -> tuple[str, ...]:
+    explainer = manifest.get("explainer")
+    kind = explainer.get("kind") if isinstance(explainer, dict) else None
+    if kind not in KIND_FILES or explainer.get("file") != KIND_FILES[kind]:
+        raise ApplicationError(f"manifest.json 'explainer' names an unknown kind or file ({kind!r})",
+                               code="manifest_invalid")
+    return (*REQUIRED_ARTIFACTS, KIND_FILES[kind])
 
 
 def _verify_artifacts(source_dir: Path, manifest: dict[str, Any]) -> None:
     artifacts = manifest["artifacts"]
     if not isinstance(artifacts, dict):
         raise ApplicationError("manifest.json 'artifacts' must map file names to {sha256}", code="manifest_invalid")
-    for name in REQUIRED_ARTIFACTS:
+    for name in _required_artifacts(manifest):
         if name not in artifacts:
             raise ApplicationError(f"manifest.json lists no {name}", code="manifest_incomplete")
     root = source_dir.resolve()

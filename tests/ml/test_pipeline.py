@@ -21,14 +21,14 @@ INTERFACE_KEYS = {
 }
 EXTRA_KEYS = {
     "spec", "input_name", "output_name", "feature_order", "reference_profile", "linear_baseline", "imbalance",
-    "calibration", "cv", "threshold_rule", "mlflow_run_id", "mlflow_model_version",
+    "calibration", "cv", "threshold_rule", "mlflow_run_id", "mlflow_model_version", "explainer",
 }
 
 
 def test_run_folder_has_every_artifact(xgb_run: tuple[Path, dict[str, Any]]) -> None:
     out, manifest = xgb_run
     assert json.loads((out / "manifest.json").read_text()) == manifest
-    for name in ARTIFACT_FILES:
+    for name in (*ARTIFACT_FILES, manifest["explainer"]["file"]):
         assert (out / name).is_file(), name
         assert manifest["artifacts"][name]["sha256"] == export.sha256_file(out / name)
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temp folders left behind"
@@ -217,6 +217,8 @@ def test_benchmark_spec_mlp_on_adam_exports_with_parity_and_reproduces(tmp_path:
     assert len(first["cv"]["candidates"]) == len(cfg.mlp_grid_large)
     assert first["config"]["mlp_adam_from_rows"] == 0
     assert first["onnx_parity_max_abs_diff"] <= 1e-5
+    # Adam keeps float32 weights: the non-pickle explainer still reproduces the fitted model's explanations.
+    assert first["explainer"]["parity"]["max_abs_diff"] <= 1e-6
     assert first["metrics"]["test"]["auroc"] > 0.7
     assert second["artifacts"]["model.onnx"]["sha256"] == first["artifacts"]["model.onnx"]["sha256"]
     assert second["metrics"] == first["metrics"]

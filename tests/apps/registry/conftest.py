@@ -29,6 +29,19 @@ def other_trained_dir(tmp_path_factory: pytest.TempPathFactory, pima_csv: Path) 
     return out
 
 
+@pytest.fixture(scope="session")
+def mlp_trained_dir(tmp_path_factory: pytest.TempPathFactory, pima_csv: Path) -> Path:
+    """A real `ml train` run of the MLP (fast settings). Treat as read-only."""
+    from ml.pipeline import train_run
+    from ml.schema import UseCaseSpec
+    from ml.training import TrainConfig
+
+    out = tmp_path_factory.mktemp("runs-mlp") / "diabetes"
+    train_run(spec=UseCaseSpec.load(DIABETES_SPEC), data_path=pima_csv, out_dir=out, seed=7, model_type="mlp",
+              config=TrainConfig.fast(), tracking=False)
+    return out
+
+
 @pytest.fixture
 def register(db: None) -> Callable[[Path], Any]:
     from apps.registry.services import model_version_register

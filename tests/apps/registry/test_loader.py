@@ -33,7 +33,7 @@ def test_loader_verifies_and_reports_a_good_champion(champion: Any) -> None:
     assert _gauge("clinpredict_champion_loaded") == 1.0
 
 
-@pytest.mark.parametrize("artifact", ["model.onnx", "model.joblib"])
+@pytest.mark.parametrize("artifact", ["model.onnx", "model.xgb.ubj"])
 def test_tampered_file_is_refused_with_an_alert_and_gauges_at_zero(champion: Any, artifact: str,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     _tamper(champion, artifact)
@@ -46,6 +46,17 @@ def test_tampered_file_is_refused_with_an_alert_and_gauges_at_zero(champion: Any
     alert = [r for r in caplog.records if r.levelname == "CRITICAL"]
     assert alert and alert[0].getMessage() == "model artifact sha256 mismatch; refusing to serve"
     assert alert[0].artifact == artifact
+
+
+def test_model_joblib_is_not_read_by_the_loader(champion: Any) -> None:
+    """The web process serves ONNX + the non-pickle explainer: even a missing model.joblib changes nothing."""
+    (model_dir(champion) / "model.joblib").unlink()
+    clear_caches()
+
+    model = champion_model("diabetes")
+
+    assert model is not None and model.explainer.kind == "xgboost_treeshap"
+    assert _gauge("clinpredict_champion_loaded") == 1.0
 
 
 def test_restored_file_is_served_again(champion: Any) -> None:
