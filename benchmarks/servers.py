@@ -106,9 +106,16 @@ def clinpredict_prepare() -> dict[str, str]:
         psql(f"CREATE DATABASE {BENCH_DB}", database="postgres")
     _trained_run()
     env = clinpredict_env()
-    for step in (["migrate", "--noinput"], ["bootstrap_demo"]):
-        result = subprocess.run([sys.executable, "manage.py", *step], env=env, cwd=REPO, capture_output=True,
-                                text=True, timeout=900, check=False)
+    # As a deployment runs (docs/security.md "Database roles"): the superuser creates the roles, the owner migrates
+    # and grants, and the servers (and the demo bootstrap) connect as the application role.
+    owner, app = f"{BENCH_DB}_owner", f"{BENCH_DB}_app"
+    as_owner = f"{PG.replace('postgres@', f'{owner}@')}/{BENCH_DB}"
+    env["DATABASE_URL"] = f"{PG.replace('postgres@', f'{app}@')}/{BENCH_DB}"
+    for step, database_url in ((["setup_database_roles", "--owner", owner, "--app", app], f"{PG}/{BENCH_DB}"),
+                               (["migrate", "--noinput"], as_owner), (["grant_app_role", "--app", app], as_owner),
+                               (["bootstrap_demo"], env["DATABASE_URL"])):
+        result = subprocess.run([sys.executable, "manage.py", *step], env={**env, "DATABASE_URL": database_url},
+                                cwd=REPO, capture_output=True, text=True, timeout=900, check=False)
         if result.returncode != 0:
             sys.exit(f"manage.py {' '.join(step)} failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
     return env

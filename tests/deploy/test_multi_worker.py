@@ -65,15 +65,14 @@ def in_parallel(count: int, call: Callable[[], Reply], threads: int = 4) -> list
 
 
 @pytest.fixture
-def start(servers: Any, tmp_path: Path, settings: Any) -> Iterator[Callable[..., Any]]:
-    """Start the 2-worker production server with extra environment; stopped after the test."""
-    from django.db import connection
-
+def start(servers: Any, tmp_path: Path, settings: Any, app_role_database_url: str) -> Iterator[Callable[..., Any]]:
+    """Start the 2-worker production server (as the application role) with extra environment; stopped after the
+    test."""
     stack = []
 
     def make(**env: str) -> Any:
         server = servers.production_gunicorn(tmp_path / f"server-{len(stack)}", workers=2, env={
-            "DATABASE_URL": servers.database_url(connection.settings_dict),
+            "DATABASE_URL": app_role_database_url,
             "CACHE_URL": REDIS_CACHE,
             "CACHE_KEY_PREFIX": f"mw-{uuid.uuid4().hex}",  # counters of this server only
             "MODEL_STORAGE_DIR": str(settings.MODEL_STORAGE_DIR),

@@ -50,17 +50,15 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def gunicorn(transactional_db: None, settings: Any, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    from django.db import connection
-
-    db = connection.settings_dict
+def gunicorn(transactional_db: None, settings: Any, tmp_path: Path,
+             app_role_database_url: str) -> Iterator[tuple[str, Path]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env.update({
         "DJANGO_SETTINGS_MODULE": "clinpredict.settings.production",
         "SECRET_KEY": "hot-swap-test-secret-key-that-is-long-enough-0123456789",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "SECURE_SSL_REDIRECT": "false",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "DATABASE_URL": app_role_database_url,  # as production runs: the application role
         "MODEL_STORAGE_DIR": str(settings.MODEL_STORAGE_DIR),
         "CLINPREDICT_VAR_DIR": str(tmp_path / "var"),
         "CLINPREDICT_CHAMPION_CACHE_SECONDS": "2",

@@ -109,9 +109,18 @@ def served_on_private_postgres(private_postgres: PrivatePostgres, tmp_path: Path
         "CLINPREDICT_DEMO_CLIENT_SECRET": "faults-secret-123456", "CLINPREDICT_API_THROTTLE_RATE": "100000/min",
         "CACHE_URL": "redis://127.0.0.1:6379/14", "CACHE_KEY_PREFIX": f"faults-{private_postgres.port}",
     })
+    # As a deployment does it (docs/security.md "Database roles"): the superuser creates the roles, the owner
+    # migrates and grants, and everything else, the server included, runs as the application role.
+    as_owner = private_postgres.url.replace("postgres@", "clinpredict_owner@")
+    env["DATABASE_URL"] = private_postgres.url.replace("postgres@", "clinpredict_app@")
     manage = [sys.executable, str(REPO / "manage.py")]
-    for step in (["migrate", "--noinput"], ["bootstrap_demo"]):
-        result = subprocess.run(manage + step, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    roles = ["--owner", "clinpredict_owner", "--app", "clinpredict_app"]
+    for step, database_url in (
+            (["setup_database_roles", *roles], private_postgres.url),
+            (["migrate", "--noinput"], as_owner), (["grant_app_role", "--app", "clinpredict_app"], as_owner),
+            (["bootstrap_demo"], env["DATABASE_URL"])):
+        result = subprocess.run(manage + step, env={**env, "DATABASE_URL": database_url}, cwd=REPO,
+                                capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     port = free_port()
     log = (tmp_path / "gunicorn.log").open("w")

@@ -52,11 +52,9 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def gunicorn_multiprocess(transactional_db: None, settings: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
+def gunicorn_multiprocess(transactional_db: None, settings: Any, tmp_path: Path,
+                          app_role_database_url: str) -> Iterator[dict[str, Any]]:
     """gunicorn, 2 sync workers, production settings, PROMETHEUS_MULTIPROC_DIR, the repository's gunicorn.conf.py."""
-    from django.db import connection
-
-    db = connection.settings_dict
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
     (metrics_dir / "counter_99999.db").write_bytes(b"stale file of an earlier server")  # on_starting removes it
@@ -65,7 +63,7 @@ def gunicorn_multiprocess(transactional_db: None, settings: Any, tmp_path: Path)
         "DJANGO_SETTINGS_MODULE": "clinpredict.settings.production",
         "SECRET_KEY": "metrics-test-secret-key-that-is-long-enough-0123456789",
         "ALLOWED_HOSTS": "127.0.0.1,localhost", "SECURE_SSL_REDIRECT": "false",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "DATABASE_URL": app_role_database_url,  # as production runs: the application role
         "MODEL_STORAGE_DIR": str(settings.MODEL_STORAGE_DIR), "CLINPREDICT_VAR_DIR": str(tmp_path / "var"),
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "CLINPREDICT_API_THROTTLE_RATE": "100000/min",
         "CACHE_URL": "redis://127.0.0.1:6379/14", "CACHE_KEY_PREFIX": f"metrics-{os.getpid()}-{id(env)}",
