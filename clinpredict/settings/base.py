@@ -197,7 +197,8 @@ CACHES = {
     "default": (
         {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL,
          "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default=""),  # several deployments on one Redis
-         "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1}}
+         # JSON, not Django's default pickle: reading the cache must never unpickle (apps/core/cache.py).
+         "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1, "serializer": "apps.core.cache.JSONSerializer"}}
         if CACHE_URL else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     ),
 }

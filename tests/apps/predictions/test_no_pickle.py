@@ -15,7 +15,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from django.db import connection
 from django.utils import timezone
 
 from apps.registry.models import ModelVersion
@@ -36,8 +35,7 @@ def _token(raw: str) -> None:
     token.save()
 
 
-def _probe(settings: Any, tmp_path: Path, body: dict[str, Any]) -> dict[str, Any]:
-    db = connection.settings_dict
+def _probe(settings: Any, tmp_path: Path, body: dict[str, Any], database_url: str) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env.update({
         "PYTHONPATH": str(REPO),
@@ -45,7 +43,8 @@ def _probe(settings: Any, tmp_path: Path, body: dict[str, Any]) -> dict[str, Any
         "SECRET_KEY": "no-pickle-test-secret-key-that-is-long-enough-0123456789",
         "ALLOWED_HOSTS": "127.0.0.1",
         "SECURE_SSL_REDIRECT": "false",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "DATABASE_URL": database_url,  # as production runs: the application role, a shared cache
+        "CACHE_URL": "redis://127.0.0.1:6379/14", "CACHE_KEY_PREFIX": f"no-pickle-{os.getpid()}",
         "MODEL_STORAGE_DIR": str(settings.MODEL_STORAGE_DIR),
         "CLINPREDICT_VAR_DIR": str(tmp_path / "var"),
     })
@@ -57,11 +56,12 @@ def _probe(settings: Any, tmp_path: Path, body: dict[str, Any]) -> dict[str, Any
 
 
 def test_prediction_and_explanation_without_sklearn_joblib_or_pickle_loads(
-        transactional_db: None, champion: ModelVersion, valid_features: dict, settings: Any, tmp_path: Path) -> None:
+        transactional_db: None, champion: ModelVersion, valid_features: dict, settings: Any, tmp_path: Path,
+        app_role_database_url: str) -> None:
     # transactional_db: committed rows, so the subprocess sees them.
     _token("tok-no-pickle")
 
-    result = _probe(settings, tmp_path, {"use_case": "diabetes", "features": valid_features})
+    result = _probe(settings, tmp_path, {"use_case": "diabetes", "features": valid_features}, app_role_database_url)
 
     assert result["status"].startswith("201"), result["response"]
     explanation = result["response"]["explanation"]
