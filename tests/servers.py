@@ -38,6 +38,13 @@ class Server:
         return self.server_log.read_text()[-chars:]
 
 
+def clean_environ() -> dict[str, str]:
+    """This process's environment as a deployment would have it: without pytest's variables, and without
+    DJANGO_ALLOW_ASYNC_UNSAFE, which the browser tests set in this process (tests/e2e/conftest.py) and which a
+    production process rightly refuses to start with (Django's check async.E001)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -52,7 +59,7 @@ def database_url(settings_dict: Mapping[str, object], user: str | None = None) -
 def collect_static(static_root: Path) -> Path:
     """`collectstatic` into `static_root` with production settings (the manifest that pages need there); pass
     STATIC_ROOT=static_root to the server."""
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "clinpredict.settings.production", "SECRET_KEY": SECRET_KEY,
+    env = {**clean_environ(), "DJANGO_SETTINGS_MODULE": "clinpredict.settings.production", "SECRET_KEY": SECRET_KEY,
            "ALLOWED_HOSTS": "127.0.0.1", "STATIC_ROOT": str(static_root)}
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "-v", "0"], env=env, cwd=REPO,
                    check=True, capture_output=True, timeout=300)
@@ -64,7 +71,7 @@ def production_gunicorn(tmp_path: Path, *, env: Mapping[str, str], workers: int 
                         start_timeout: float = 60.0) -> Iterator[Server]:
     """gunicorn with `workers` workers on a free loopback port; `env` adds to (and overrides) the production
     environment below (DATABASE_URL and CACHE_URL at least)."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    full_env = clean_environ()
     full_env.update({
         "DJANGO_SETTINGS_MODULE": "clinpredict.settings.production",
         "SECRET_KEY": SECRET_KEY,

@@ -1,7 +1,6 @@
 """A misconfigured production deployment fails at start with one message naming the setting; it never starts
 half-safe. Real gunicorn (the web) and a real Celery worker, with production settings."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,7 +54,7 @@ def test_gunicorn_refuses_to_start_as_a_database_superuser(refusal: Any, servers
 
 
 def test_a_celery_worker_refuses_to_start_with_a_per_process_cache(servers: Any, app_role_database_url: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env = servers.clean_environ()
     env.update({"DJANGO_SETTINGS_MODULE": "clinpredict.settings.production", "SECRET_KEY": servers.SECRET_KEY,
                 "ALLOWED_HOSTS": "127.0.0.1", "CACHE_URL": "",
                 "DATABASE_URL": app_role_database_url})

@@ -1,18 +1,13 @@
-"""Hot swap on a real server: gunicorn with 2 sync workers (production settings, PostgreSQL), an OAuth2 client
+"""Hot swap on a real server: gunicorn with 2 workers (production settings, PostgreSQL, Redis), an OAuth2 client
 posting predictions from several threads; a promotion in this process must reach both workers within 5 seconds,
 without a restart.
 
-Which worker answered comes from gunicorn itself: its access log writes the worker pid (`%(p)s`) next to the
-response's X-Request-ID, which the test sets per request. Which model answered is the response's `model_version`.
+Which worker answered comes from gunicorn itself: its access log (gunicorn.conf.py) writes the worker pid next to
+the response's X-Request-ID, which the test sets per request. Which model answered is the response's `model_version`.
 Nothing is added to the application for the test."""
 
 import json
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -26,7 +21,6 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 SWAP_LIMIT_SECONDS = 5.0
 TOKEN = "hot-swap-test-token-0123456789"  # noqa: S105 - a test credential in a throwaway database
 BODY = json.dumps({"use_case": "diabetes", "features": {
@@ -43,55 +37,15 @@ class Answer:
     model_version: str
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-def gunicorn(transactional_db: None, settings: Any, tmp_path: Path,
-             app_role_database_url: str) -> Iterator[tuple[str, Path]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "clinpredict.settings.production",
-        "SECRET_KEY": "hot-swap-test-secret-key-that-is-long-enough-0123456789",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SECURE_SSL_REDIRECT": "false",
-        "DATABASE_URL": app_role_database_url,  # as production runs: the application role
-        "MODEL_STORAGE_DIR": str(settings.MODEL_STORAGE_DIR),
-        "CLINPREDICT_VAR_DIR": str(tmp_path / "var"),
-        "CLINPREDICT_CHAMPION_CACHE_SECONDS": "2",
-        "CACHE_URL": "redis://127.0.0.1:6379/14", "CACHE_KEY_PREFIX": f"hot-swap-{os.getpid()}",
-    })
-    port = _free_port()
-    access_log = tmp_path / "access.log"
-    server_log = (tmp_path / "gunicorn.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "clinpredict.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", "2", "--timeout", "60", "--worker-tmp-dir", "/dev/shm",
-         "--access-logfile", str(access_log), "--access-logformat", "%(p)s %({x-request-id}o)s %(s)s"],
-        env=env, cwd=REPO, stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=1).close()  # noqa: S310
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("gunicorn did not start: " + (tmp_path / "gunicorn.log").read_text()[-2000:])
-        yield base, access_log
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the master and its two workers: the group this test started
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
-        server_log.close()
+def gunicorn(transactional_db: None, settings: Any, tmp_path: Path, servers: Any,
+             app_role_database_url: str) -> Iterator[Any]:
+    """Production gunicorn, 2 workers, as the application role with the shared cache (tests/servers.py)."""
+    with servers.production_gunicorn(tmp_path, workers=2, env={
+            "DATABASE_URL": app_role_database_url, "MODEL_STORAGE_DIR": str(settings.MODEL_STORAGE_DIR),
+            "CLINPREDICT_CHAMPION_CACHE_SECONDS": "2",
+            "CACHE_URL": "redis://127.0.0.1:6379/14", "CACHE_KEY_PREFIX": f"hot-swap-{uuid.uuid4().hex}"}) as server:
+        yield server
 
 
 def _post(base: str) -> Answer:
@@ -131,27 +85,21 @@ class Hammer:
         return self.answers
 
 
-def _worker_pids(access_log: Path) -> dict[str, str]:
-    time.sleep(0.5)  # let gunicorn write the last lines
-    pids = {}
-    for line in access_log.read_text().splitlines():
-        parts = line.split()
-        if len(parts) == 3:
-            pids[parts[1]] = parts[0].strip("<>")
-    return pids
+def _worker_pids(server: Any) -> dict[str, str]:
+    return dict(server.workers_by_request())
 
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_promotion_reaches_both_gunicorn_workers_within_5_seconds(
-        gunicorn: tuple[str, Path], trained_dir: Path, distinct_model_dir: Any) -> None:
+        gunicorn: Any, trained_dir: Path, distinct_model_dir: Any) -> None:
     from django.utils import timezone
     from oauth2_provider.models import AccessToken, Application
 
     from apps.audit.actors import Actor
     from apps.registry.services import model_version_promote, model_version_register
 
-    base, access_log = gunicorn
+    base = gunicorn.base
     actor = Actor(type="system", id="hot-swap-test")
     old = model_version_register(source_dir=trained_dir, actor=actor).version
     model_version_promote(version_id=old.pk, actor=actor, reason="hot swap: starting champion")
@@ -167,15 +115,15 @@ def test_promotion_reaches_both_gunicorn_workers_within_5_seconds(
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             time.sleep(1.0)
-            pids = _worker_pids(access_log)
+            pids = _worker_pids(gunicorn)
             warm = list(hammer.answers)
             if len({pids[a.request_id] for a in warm if a.request_id in pids and a.model_version == old.label}) == 2:
                 break
         else:
             seen = sorted({(a.status, a.model_version) for a in hammer.answers})[:5]
-            log = (access_log.parent / "gunicorn.log").read_text()
+            log = gunicorn.log_tail(1500)
             pytest.fail(f"both workers never answered with the starting champion; answers: {seen}; "
-                        f"workers seen: {sorted(set(_worker_pids(access_log).values()))}; gunicorn: {log[-1500:]}")
+                        f"workers seen: {sorted(set(_worker_pids(gunicorn).values()))}; gunicorn: {log}")
         # The load keeps running across the promotion. Both workers started together, so their champion caches
         # expire in step; a random pause puts the promotion at a random point of that 2-second cycle.
         time.sleep(1.0 + random.uniform(0.0, 2.0))
@@ -188,7 +136,7 @@ def test_promotion_reaches_both_gunicorn_workers_within_5_seconds(
         everything = hammer.stop()
     answers = [Answer(a.started - committed, a.finished - committed, a.request_id, a.status, a.model_version)
                for a in everything if a.started >= committed]
-    pids = _worker_pids(access_log)
+    pids = _worker_pids(gunicorn)
 
     assert all(a.status == 201 for a in answers), sorted({a.status for a in answers})
     by_pid: dict[str, list[Answer]] = {}

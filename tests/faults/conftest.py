@@ -100,7 +100,7 @@ def served_on_private_postgres(private_postgres: PrivatePostgres, tmp_path: Path
     shutil.copytree(trained_dir, var / "runs" / "diabetes-seed42")
     (var / "data").mkdir(parents=True)
     shutil.copy(pima_csv, var / "data" / "diabetes.csv")
-    env = {k: v for k, v in os.environ.items() if k not in {"CELERY_BROKER_URL"}}
+    env = {k: v for k, v in os.environ.items() if k not in {"CELERY_BROKER_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}}
     env.update({
         "DJANGO_SETTINGS_MODULE": "clinpredict.settings.production", "SECRET_KEY": "f" * 64,
         "ALLOWED_HOSTS": "127.0.0.1,localhost", "SECURE_SSL_REDIRECT": "false", "DATABASE_URL": private_postgres.url,

@@ -5,9 +5,6 @@ import json
 import os
 import re
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -21,7 +18,6 @@ import pytest
 
 from apps.monitoring.metrics import CELERY_TASKS
 
-REPO = Path(__file__).resolve().parents[3]
 TOKEN = "metrics-multiprocess-token-0123456789"  # noqa: S105 - a test credential in a throwaway database
 BODY = json.dumps({"use_case": "diabetes", "features": {
     "pregnancies": 2, "glucose": 140, "blood_pressure": 72, "skin_thickness": 29, "insulin": None, "bmi": 33.6,
@@ -45,56 +41,19 @@ def test_celery_task_outcomes_are_counted_by_task_and_state(db: None) -> None:
     assert _count("monitoring.daily_summary", "failure") == failure + 1
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-def gunicorn_multiprocess(transactional_db: None, settings: Any, tmp_path: Path,
+def gunicorn_multiprocess(transactional_db: None, settings: Any, tmp_path: Path, servers: Any,
                           app_role_database_url: str) -> Iterator[dict[str, Any]]:
-    """gunicorn, 2 sync workers, production settings, PROMETHEUS_MULTIPROC_DIR, the repository's gunicorn.conf.py."""
+    """gunicorn, 2 workers, production settings as the application role, PROMETHEUS_MULTIPROC_DIR, the repository's
+    gunicorn.conf.py (tests/servers.py)."""
     metrics_dir = tmp_path / "prometheus"
     metrics_dir.mkdir()
     (metrics_dir / "counter_99999.db").write_bytes(b"stale file of an earlier server")  # on_starting removes it
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "clinpredict.settings.production",
-        "SECRET_KEY": "metrics-test-secret-key-that-is-long-enough-0123456789",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost", "SECURE_SSL_REDIRECT": "false",
-        "DATABASE_URL": app_role_database_url,  # as production runs: the application role
-        "MODEL_STORAGE_DIR": str(settings.MODEL_STORAGE_DIR), "CLINPREDICT_VAR_DIR": str(tmp_path / "var"),
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "CLINPREDICT_API_THROTTLE_RATE": "100000/min",
-        "CACHE_URL": "redis://127.0.0.1:6379/14", "CACHE_KEY_PREFIX": f"metrics-{os.getpid()}-{id(env)}",
-    })
-    port = _free_port()
-    access_log = tmp_path / "access.log"
-    log = (tmp_path / "gunicorn.log").open("w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "clinpredict.wsgi:application", "-c", str(REPO / "gunicorn.conf.py"),
-         "--bind", f"127.0.0.1:{port}", "--workers", "2", "--timeout", "60", "--worker-tmp-dir", "/dev/shm",
-         "--access-logfile", str(access_log), "--access-logformat", "%(p)s %({x-request-id}o)s %(U)s"],
-        env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(150):
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=1).close()  # noqa: S310 - loopback
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("gunicorn did not start: " + (tmp_path / "gunicorn.log").read_text()[-2000:])
-        yield {"base": base, "access_log": access_log, "dir": metrics_dir, "pid": server.pid}
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)  # the master and its workers: the group this test started
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
-        log.close()
+    with servers.production_gunicorn(tmp_path / "server", workers=2, env={
+            "DATABASE_URL": app_role_database_url, "MODEL_STORAGE_DIR": str(settings.MODEL_STORAGE_DIR),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "CLINPREDICT_API_THROTTLE_RATE": "100000/min",
+            "CACHE_URL": "redis://127.0.0.1:6379/14", "CACHE_KEY_PREFIX": f"metrics-{uuid.uuid4().hex}"}) as server:
+        yield {"base": server.base, "server": server, "dir": metrics_dir}
 
 
 def _post(base: str) -> tuple[int, str]:
@@ -156,9 +115,7 @@ def test_metrics_from_two_gunicorn_workers_report_the_sum_of_both_workers_predic
         thread.start()
     for thread in threads:
         thread.join()
-    time.sleep(0.5)  # let gunicorn write the last access-log lines
-    lines = gunicorn_multiprocess["access_log"].read_text().splitlines()
-    pids = {line.split()[1]: line.split()[0].strip("<>") for line in lines if line.endswith("/api/v1/predictions")}
+    pids = gunicorn_multiprocess["server"].workers_by_request()
     served_by = {pids[request_id] for _status, request_id in answers}
 
     assert [status for status, _ in answers] == [201] * 60

@@ -36,7 +36,8 @@ def _token(raw: str) -> None:
 
 
 def _probe(settings: Any, tmp_path: Path, body: dict[str, Any], database_url: str) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PYTEST") and k != "DJANGO_ALLOW_ASYNC_UNSAFE"}  # set by tests/e2e/conftest.py
     env.update({
         "PYTHONPATH": str(REPO),
         "DJANGO_SETTINGS_MODULE": "clinpredict.settings.production",
