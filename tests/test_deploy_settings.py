@@ -20,11 +20,16 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
                           timeout=120, env={**base, "DJANGO_SETTINGS_MODULE": "clinpredict.settings.production", **env})
 
 
-def test_check_deploy_is_clean_at_warning_level(request: pytest.FixtureRequest) -> None:
-    # On PostgreSQL, as production connects: the application role (a superuser fails clinpredict.E002,
-    # tests/apps/core/test_db_roles.py).
-    database = ({"DATABASE_URL": request.getfixturevalue("app_role_database_url")}
-                if os.environ.get("DATABASE_URL", "").startswith("postgres") else {})
+@pytest.fixture
+def database(request: pytest.FixtureRequest) -> dict[str, str]:
+    """On PostgreSQL, as production connects: the application role (a superuser fails clinpredict.E002,
+    tests/apps/core/test_db_roles.py)."""
+    if os.environ.get("DATABASE_URL", "").startswith("postgres"):
+        return {"DATABASE_URL": request.getfixturevalue("app_role_database_url")}
+    return {}
+
+
+def test_check_deploy_is_clean_at_warning_level(database: dict[str, str]) -> None:
     result = _manage("check", "--deploy", "--fail-level", "WARNING",
                      SECRET_KEY="k" * 20 + "-production-like-secret-key-with-enough-entropy-1234567890",
                      ALLOWED_HOSTS="clinpredict.example.org", CACHE_URL="redis://127.0.0.1:6379/14", **database)
@@ -61,8 +66,9 @@ def test_check_deploy_names_cache_url_when_the_cache_is_per_process() -> None:
     assert "clinpredict.E001" in result.stderr and "CACHE_URL is not set" in result.stderr
 
 
-def test_one_process_may_say_so_instead_of_sharing_a_cache() -> None:
-    result = _manage("check", "--deploy", **{**PRODUCTION, "CACHE_URL": "", "CLINPREDICT_SINGLE_PROCESS": "true"})
+def test_one_process_may_say_so_instead_of_sharing_a_cache(database: dict[str, str]) -> None:
+    result = _manage("check", "--deploy", **{**PRODUCTION, "CACHE_URL": "", "CLINPREDICT_SINGLE_PROCESS": "true"},
+                     **database)
 
     assert result.returncode == 0, result.stderr
 

@@ -39,7 +39,8 @@ def _manage(*args: str, database_url: str, settings: str = "clinpredict.settings
 
 
 def _production_env(**extra: str) -> dict[str, str]:
-    return {"SECRET_KEY": PRODUCTION_SECRET, "ALLOWED_HOSTS": "testserver,clinpredict.example.org", **extra}
+    return {"SECRET_KEY": PRODUCTION_SECRET, "ALLOWED_HOSTS": "testserver,clinpredict.example.org",
+            "CACHE_URL": "redis://127.0.0.1:6379/14", **extra}
 
 
 def _superuser(database_roles: Any) -> Any:
