@@ -9,6 +9,7 @@ Every variable can also come from a file: `<NAME>_FILE=/run/secrets/...` (Docker
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import environ
 from celery.schedules import crontab
@@ -152,6 +153,45 @@ LOGOUT_REDIRECT_URL = "login"
 
 # --- ClinPredict -------------------------------------------------------------------------------------------
 MODEL_STORAGE_DIR = Path(env.str("MODEL_STORAGE_DIR", default=str(VAR_DIR / "models")))
+AUDIT_BACKUP_DIR = Path(env.str("AUDIT_BACKUP_DIR", default=str(VAR_DIR / "audit-backups")))
+
+# Registered model files and audit backups (apps/core/storage.py). Embedded default: the local folders above, read
+# when used, so a MODEL_STORAGE_DIR / AUDIT_BACKUP_DIR changed later (or by a test) still applies. With
+# ARTIFACT_S3_BUCKET: an S3-compatible bucket through django-storages, under `<prefix>models/` and
+# `<prefix>audit-backups/`; every replica reads the same objects and verifies each file's sha256 on the bytes it read.
+# No keys: boto3 finds credentials itself (the pod's IAM role, instance profile). Keys may come from files
+# (AWS_ACCESS_KEY_ID_FILE, AWS_SECRET_ACCESS_KEY_FILE).
+ARTIFACT_S3_BUCKET = env.str("ARTIFACT_S3_BUCKET", default="")
+ARTIFACT_S3_ENDPOINT_URL = env.str("ARTIFACT_S3_ENDPOINT_URL", default="")
+ARTIFACT_S3_REGION = env.str("ARTIFACT_S3_REGION", default="")
+ARTIFACT_S3_PREFIX = env.str("ARTIFACT_S3_PREFIX", default="").strip("/")
+ARTIFACT_S3_SSE = env.str("ARTIFACT_S3_SSE", default="")  # "AES256" or "aws:kms"; empty: the bucket's default
+
+
+def _artifact_storage(folder: str, setting: str) -> dict[str, Any]:
+    if not ARTIFACT_S3_BUCKET:
+        return {"BACKEND": "apps.core.storage.SettingDirStorage", "OPTIONS": {"setting": setting}}
+    options: dict[str, Any] = {
+        "bucket_name": ARTIFACT_S3_BUCKET,
+        "location": "/".join(part for part in (ARTIFACT_S3_PREFIX, folder) if part),
+        "default_acl": None,
+        "file_overwrite": False,
+    }
+    if ARTIFACT_S3_ENDPOINT_URL:
+        options["endpoint_url"] = ARTIFACT_S3_ENDPOINT_URL
+    if ARTIFACT_S3_REGION:
+        options["region_name"] = ARTIFACT_S3_REGION
+    access_key = env.str("AWS_ACCESS_KEY_ID", default="")
+    if access_key:
+        options["access_key"] = access_key
+        options["secret_key"] = env.str("AWS_SECRET_ACCESS_KEY", default="")
+    if ARTIFACT_S3_SSE:
+        options["object_parameters"] = {"ServerSideEncryption": ARTIFACT_S3_SSE}
+    return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}
+
+
+STORAGES["models"] = _artifact_storage("models", "MODEL_STORAGE_DIR")
+STORAGES["audit_backups"] = _artifact_storage("audit-backups", "AUDIT_BACKUP_DIR")
 MLFLOW_TRACKING_URI = env.str("MLFLOW_TRACKING_URI", default=f"sqlite:///{VAR_DIR / 'mlflow.db'}")
 # Groups that the role migration creates; the names are part of the public surface (INTERFACES.md).
 GROUP_CLINICIANS = "Clinicians"
@@ -328,7 +368,7 @@ CLINPREDICT_PROMOTION_GATE = {
 
 # --- Audit ledger: encrypted backups and periodic verification ---------------------------------------------
 # AUDIT_BACKUP_KEY (above) is base64 of 32 random bytes: `python manage.py backup_audit --generate-key`.
-AUDIT_BACKUP_DIR = Path(env.str("AUDIT_BACKUP_DIR", default=str(VAR_DIR / "audit-backups")))
+# AUDIT_BACKUP_DIR and the `audit_backups` storage: with MODEL_STORAGE_DIR above.
 CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})  # keep entries other sections added
 CELERY_BEAT_SCHEDULE.update({
     "audit-verify-chain": {"task": "audit.verify_chain",

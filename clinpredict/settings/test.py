@@ -1,6 +1,7 @@
 """Test settings: real PostgreSQL/Redis when DATABASE_URL / CELERY_BROKER_URL are set (always in CI)."""
 
 from .base import *  # noqa: F403
+from .base import STORAGES as BASE_STORAGES
 from .base import env
 
 DEBUG = False
@@ -9,6 +10,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ALLOWED_HOSTS = ["*"]
 # Tests read pages without a collectstatic step.
 STORAGES = {
+    **BASE_STORAGES,  # `models` and `audit_backups` as configured
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
