@@ -1,4 +1,6 @@
-"""Registered artifacts on disk: where they live and whether each is still the file that was registered."""
+"""Registered artifacts in model storage (the `models` storage: local MODEL_STORAGE_DIR by default, an S3-compatible
+bucket with ARTIFACT_S3_BUCKET; apps/core/storage.py): where they live and whether each is still the file that was
+registered. Every check hashes the bytes the storage returned, never a local copy."""
 
 import hashlib
 import logging
@@ -7,6 +9,7 @@ from pathlib import Path, PurePosixPath
 from django.conf import settings
 
 from apps.core.exceptions import ServiceUnavailable
+from apps.core.storage import model_storage, read_stored
 from ml.validation import file_sha256
 
 from .models import ModelVersion
@@ -18,8 +21,19 @@ class ModelIntegrityError(ServiceUnavailable):
     """A registered file is missing or differs from its registered sha256: it is never served."""
 
 
+__all__ = ["ModelIntegrityError", "artifact_name", "artifact_problems", "file_sha256", "model_dir", "read_verified",
+           "registered_artifacts"]
+
+
 def model_dir(version: ModelVersion) -> Path:
+    """The version's folder when model storage is the local filesystem default (tools and tests on one host; the
+    application reads through `read_verified`)."""
     return Path(settings.MODEL_STORAGE_DIR) / version.storage_path
+
+
+def artifact_name(version: ModelVersion, name: str) -> str:
+    """The storage name of one of the version's files: `<use_case>/<uuid>/<name>`."""
+    return str(PurePosixPath(Path(version.storage_path).as_posix()) / name)
 
 
 def registered_artifacts(version: ModelVersion) -> dict[str, str]:
@@ -31,13 +45,15 @@ def registered_artifacts(version: ModelVersion) -> dict[str, str]:
 
 def artifact_problems(version: ModelVersion) -> list[str]:
     """What is missing or altered in model storage (empty when every registered file matches)."""
-    folder = model_dir(version)
+    storage = model_storage()
     problems = []
     for name, expected in sorted(registered_artifacts(version).items()):
-        path = folder / name
-        if not path.is_file():
+        try:
+            data = read_stored(storage, artifact_name(version, name))
+        except Exception:  # noqa: BLE001 - missing, or the bucket did not answer: either way not servable
             problems.append(f"{name} is missing from model storage")
-        elif file_sha256(path) != expected:
+            continue
+        if hashlib.sha256(data).hexdigest() != expected:
             problems.append(f"{name} does not match its registered sha256")
     return problems
 
@@ -49,14 +65,18 @@ def read_verified(version: ModelVersion, name: str) -> bytes:
     if expected is None or PurePosixPath(name).is_absolute() or ".." in PurePosixPath(name).parts:
         raise ModelIntegrityError(f"{version.label} has no registered artifact '{name}'.", code="artifact_unknown",
                                   status_code=404)
-    path = model_dir(version) / name
     try:
-        data = path.read_bytes()
+        data = read_stored(model_storage(), artifact_name(version, name))
     except OSError as exc:
         logger.critical("registered model artifact missing; refusing to serve",
                         extra={"model_version": version.label, "artifact": name})
         raise ModelIntegrityError(f"Model file {name} of {version.label} is missing; it will not be served.",
                                   code="model_integrity") from exc
+    except Exception as exc:  # the bucket did not answer (network, credentials): nothing to verify, nothing served
+        logger.critical("model storage unreadable; refusing to serve",
+                        extra={"model_version": version.label, "artifact": name, "error_type": type(exc).__name__})
+        raise ModelIntegrityError(f"Model file {name} of {version.label} could not be read from model storage; it "
+                                  "will not be served.", code="model_integrity") from exc
     if hashlib.sha256(data).hexdigest() != expected:
         logger.critical("model artifact sha256 mismatch; refusing to serve",
                         extra={"model_version": version.label, "artifact": name, "alert": "model_integrity"})

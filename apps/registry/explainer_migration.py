@@ -5,19 +5,19 @@ pyproject.toml)."""
 
 import hashlib
 import json
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
+from django.core.files.storage import Storage
 from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.actors import Actor
 from apps.audit.services import audit_event_record
 from apps.core.exceptions import ApplicationError
+from apps.core.storage import model_storage, read_stored, save_new
 from ml import export
 
-from .artifacts import model_dir, read_verified, registered_artifacts
+from .artifacts import artifact_name, read_verified, registered_artifacts
 from .fitted import load_fitted_model_for_tools
 from .models import ModelVersion
 
@@ -33,10 +33,16 @@ class ExplainerMigration:
     parity_max_abs_diff: float | None
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+def _replace(storage: Storage, name: str, data: bytes) -> None:
+    """Put `data` under `name` in model storage. The only in-place change registered storage ever sees: this
+    command adds the explainer file and its entry in manifest.json to a version registered before they existed."""
+    if storage.exists(name):
+        storage.delete(name)
+    save_new(storage, name, data)
+
+
+def _stored_or_none(storage: Storage, name: str) -> bytes | None:
+    return read_stored(storage, name) if storage.exists(name) else None
 
 
 def model_version_explainer_migrate(*, version_id: int, actor: Actor, force: bool = False) -> ExplainerMigration:
@@ -44,12 +50,13 @@ def model_version_explainer_migrate(*, version_id: int, actor: Actor, force: boo
     process can serve it without model.joblib (`python manage.py migrate_model_artifacts`).
 
     Runs in a management command, never in the web process: it unpickles the version's hash-verified model.joblib,
-    writes ``model.xgb.ubj`` / ``model.mlp.json`` into the version's storage folder, checks that the explainer
+    writes ``model.xgb.ubj`` / ``model.mlp.json`` into the version's folder in model storage, checks that the explainer
     reproduces the fitted model's explanations within 1e-6 on rows drawn from the spec's plausible ranges, and
     records the file's sha256 in ``artifacts`` and the calibration constants and medians in ``manifest["explainer"]``
     (database row and manifest.json), with a `model.migrate_artifacts` audit event, in one transaction. Idempotent:
     a version whose explainer is registered and intact is left alone unless ``force``."""
-    saved: dict[Path, bytes | None] = {}
+    storage = model_storage()
+    saved: dict[str, bytes | None] = {}
     try:
         with transaction.atomic():
             version = ModelVersion.objects.select_for_update(no_key=True).get(pk=version_id)
@@ -96,23 +103,24 @@ def model_version_explainer_migrate(*, version_id: int, actor: Actor, force: boo
             )
             # The files last, still inside the transaction; if anything fails from here to the commit, the folder is
             # put back as it was (the database rolls back by itself).
-            folder = model_dir(version)
-            manifest_path = folder / "manifest.json"
-            saved = {path: path.read_bytes() if path.is_file() else None for path in (folder / name, manifest_path)}
-            _write_atomically(folder / name, raw)
-            on_disk = json.loads(saved[manifest_path]) if saved[manifest_path] is not None else dict(version.manifest)
+            file_name, manifest_name = artifact_name(version, name), artifact_name(version, "manifest.json")
+            saved = {stored: _stored_or_none(storage, stored) for stored in (file_name, manifest_name)}
+            _replace(storage, file_name, raw)
+            stored_manifest = saved[manifest_name]
+            on_disk = json.loads(stored_manifest) if stored_manifest is not None else dict(version.manifest)
             on_disk["explainer"] = meta
             on_disk.setdefault("artifacts", {})[name] = artifacts[name]
-            _write_atomically(manifest_path, (json.dumps(on_disk, indent=2) + "\n").encode("utf-8"))
+            _replace(storage, manifest_name, (json.dumps(on_disk, indent=2) + "\n").encode("utf-8"))
     except BaseException:
-        for path, data in saved.items():
-            _restore(path, data)
+        for stored, data in saved.items():
+            _restore(storage, stored, data)
         raise
     return ExplainerMigration(version, True, name, sha, meta["parity"]["max_abs_diff"])
 
 
-def _restore(path: Path, data: bytes | None) -> None:
+def _restore(storage: Storage, name: str, data: bytes | None) -> None:
     if data is None:
-        path.unlink(missing_ok=True)
+        if storage.exists(name):
+            storage.delete(name)
     else:
-        _write_atomically(path, data)
+        _replace(storage, name, data)

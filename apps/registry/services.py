@@ -2,19 +2,19 @@
 challenger, other status changes, shadow scores and the MLflow sync record. Each writes its audit event and its
 status-history rows in the same transaction as the change."""
 
+import hashlib
 import json
 import logging
-import shutil
 import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 import numpy as np
-from django.conf import settings
+from django.core.files.storage import Storage
 from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -22,6 +22,7 @@ from django.utils import timezone
 from apps.audit.actors import Actor
 from apps.audit.services import audit_event_record
 from apps.core.exceptions import ApplicationError
+from apps.core.storage import model_storage, read_stored, remove_stored, save_new
 from ml.serving_explain import KIND_FILES
 
 from . import metrics
@@ -127,9 +128,9 @@ def _verify_artifacts(source_dir: Path, manifest: dict[str, Any]) -> None:
 
 def model_version_register(*, source_dir: Path, actor: Actor, registered_by_id: int | None = None,
                            source: str = "") -> Registration:
-    """Verify an `ml train` output folder, copy it to model storage and record a candidate version.
+    """Verify an `ml train` output folder, upload it to model storage and record a candidate version.
     Registering the same ONNX file twice returns the existing version (safe to rerun). On any failure nothing is
-    left behind: no row, no audit event, no copied folder."""
+    left behind: no row, no audit event, no stored file."""
     source_dir = Path(source_dir)
     manifest = _read_manifest(source_dir)
     _verify_artifacts(source_dir, manifest)
@@ -139,13 +140,12 @@ def model_version_register(*, source_dir: Path, actor: Actor, registered_by_id: 
     if existing is not None:
         return Registration(existing, created=False)
 
-    storage_root = Path(settings.MODEL_STORAGE_DIR)
-    relative = Path(use_case) / uuid.uuid4().hex
-    target = storage_root / relative
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source_dir, target)
+    storage = model_storage()
+    relative = PurePosixPath(use_case) / uuid.uuid4().hex
+    saved: list[str] = []
     try:
-        _verify_artifacts(target, manifest)  # the copy is what will be served: verify the copy
+        _upload_run_folder(source_dir, manifest, storage, relative, saved)
+        _verify_stored(storage, relative, manifest)  # what will be served is what the storage gives back: verify it
         with transaction.atomic():
             version = _create_version(manifest, relative, registered_by_id or actor.user_id, actor,
                                       source or str(source_dir))
@@ -164,12 +164,42 @@ def model_version_register(*, source_dir: Path, actor: Actor, registered_by_id: 
             _history(version, "", ModelVersion.Status.CANDIDATE, ModelVersionStatusChange.Kind.REGISTER,
                      reason="", actor=actor, at=event.created_at, audit_seq=event.seq)
     except BaseException:
-        shutil.rmtree(target, ignore_errors=True)
+        remove_stored(storage, saved, str(relative))
         raise
     return Registration(version, created=True)
 
 
-def _create_version(manifest: dict[str, Any], relative: Path, registered_by_id: int | None, actor: Actor,
+def _upload_run_folder(source_dir: Path, manifest: dict[str, Any], storage: Storage, relative: PurePosixPath,
+                       saved: list[str]) -> None:
+    """Store every file of the run folder under `relative` (versions are immutable: an existing name is refused).
+    Each file is read once; a listed artifact's bytes are hashed and compared with the manifest before they are
+    uploaded, so the sha256 the version records is that of the bytes that went into storage."""
+    root = source_dir.resolve()
+    listed = manifest["artifacts"]
+    for path in sorted(source_dir.rglob("*")):
+        if not path.is_file() or not path.resolve().is_relative_to(root):
+            continue
+        name = path.relative_to(source_dir).as_posix()
+        data = path.read_bytes()
+        if name in listed and hashlib.sha256(data).hexdigest() != listed[name].get("sha256"):
+            raise ApplicationError(f"artifact {name} does not match its sha256 in the manifest (altered?)",
+                                   code="artifact_altered")
+        saved.append(save_new(storage, f"{relative}/{name}", data))
+
+
+def _verify_stored(storage: Storage, relative: PurePosixPath, manifest: dict[str, Any]) -> None:
+    for name, meta in manifest["artifacts"].items():
+        try:
+            data = read_stored(storage, f"{relative}/{name}")
+        except Exception as exc:
+            raise ApplicationError(f"artifact {name} could not be read back from model storage ({type(exc).__name__})",
+                                   code="artifact_missing") from exc
+        if hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+            raise ApplicationError(f"artifact {name} read back from model storage does not match its sha256",
+                                   code="artifact_altered")
+
+
+def _create_version(manifest: dict[str, Any], relative: PurePosixPath, registered_by_id: int | None, actor: Actor,
                     source: str) -> ModelVersion:
     use_case = str(manifest["use_case"])
     # Lock the use case's rows so two registrations cannot take the same version number (NO KEY: see _lock_use_case).
