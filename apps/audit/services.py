@@ -3,7 +3,7 @@ their restore. Every audited change calls `audit_event_record` inside its own tr
 
 import json
 import logging
-import os
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -16,6 +16,7 @@ from django.db import connection, models, transaction
 from django.utils import timezone
 
 from apps.core.context import request_id_var
+from apps.core.storage import SettingDirStorage, audit_backup_storage, remove_stored, save_new
 from ml.validation import file_sha256
 
 from . import backup as backup_file
@@ -245,10 +246,13 @@ def audit_chain_verification_run(*, trigger: str) -> AuditChainVerification:
 
 
 @transaction.atomic
-def audit_backup_create(*, actor: Actor, key: str, directory: Path, full: bool = False) -> AuditBackup | None:
-    """Write the events not yet backed up (all of them with `full`) to one encrypted file in `directory`, record
-    it, and audit it. Returns None when there is nothing new: the last backup's own event alone does not call for
-    a new file (it goes into the next one). Safe to rerun; concurrent runs queue on a lock."""
+def audit_backup_create(*, actor: Actor, key: str, directory: Path | None = None,
+                        full: bool = False) -> AuditBackup | None:
+    """Write the events not yet backed up (all of them with `full`) to one encrypted file, record it, and audit it.
+    The file goes to the `audit_backups` storage (AUDIT_BACKUP_DIR, or the bucket with ARTIFACT_S3_BUCKET;
+    apps/core/storage.py), or to a local `directory` when given. Returns None when there is nothing new: the last
+    backup's own event alone does not call for a new file (it goes into the next one). Safe to rerun; concurrent
+    runs queue on a lock."""
     aes_key = backup_file.parse_key(key)
     _advisory_xact_lock(_AUDIT_BACKUP_LOCK_KEY)
     head_seq, head_hash = audit_head()
@@ -265,19 +269,20 @@ def audit_backup_create(*, actor: Actor, key: str, directory: Path, full: bool =
         head_hash=head_hash, chunks=backup_file.chunks_for(count, chunk_events), chunk_events=chunk_events,
         key_id=backup_file.key_id(aes_key),
     )
-    directory.mkdir(parents=True, exist_ok=True)
+    storage = SettingDirStorage(directory=directory) if directory is not None else audit_backup_storage()
     name = f"audit-{first_seq:012d}-{head_seq:012d}-{now.astimezone(UTC):%Y%m%dT%H%M%S%fZ}.jsonl.aesgcm"
-    final, partial = directory / name, directory / f"{name}.partial"
-    sidecar = directory / f"{name}.manifest.json"
+    saved: list[str] = []
     try:
-        with partial.open("xb") as out:
+        # Built in a private temporary file, then stored whole: a reader never sees half a backup.
+        with tempfile.NamedTemporaryFile(prefix="clinpredict-audit-backup-", suffix=".partial") as out:
             rows = audit_event_rows(filters=AuditEventFilters(seq_from=first_seq), up_to_seq=head_seq)
             backup_file.write_backup(out, rows=rows, manifest=manifest, key=aes_key)
             out.flush()
-            os.fsync(out.fileno())
-        digest = file_sha256(partial)
-        os.replace(partial, final)
-        sidecar.write_text(json.dumps({**manifest.to_json(), "file": name, "file_sha256": digest}, indent=2) + "\n")
+            digest = file_sha256(Path(out.name))
+            out.seek(0)
+            saved.append(save_new(storage, name, out))
+        sidecar = json.dumps({**manifest.to_json(), "file": name, "file_sha256": digest}, indent=2) + "\n"
+        saved.append(save_new(storage, f"{name}.manifest.json", sidecar.encode("utf-8")))
         backup = AuditBackup.objects.create(
             created_at=now, first_seq=first_seq, last_seq=head_seq, event_count=count, prev_hash=prev_hash,
             head_hash=head_hash, file_name=name, file_sha256=digest, key_id=manifest.key_id,
@@ -289,8 +294,7 @@ def audit_backup_create(*, actor: Actor, key: str, directory: Path, full: bool =
                     "key_id": manifest.key_id},
         )
     except BaseException:
-        for path in (partial, final, sidecar):
-            path.unlink(missing_ok=True)
+        remove_stored(storage, saved)
         raise
     return backup
 

@@ -17,7 +17,8 @@ class Command(BaseCommand):
             "nothing new, nothing written. Use --generate-key to print a new key.")
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--dir", default="", help="Where to write (default: settings.AUDIT_BACKUP_DIR)")
+        parser.add_argument("--dir", default="", help="A local folder to write to (default: the audit_backups storage: "
+                                 "AUDIT_BACKUP_DIR, or the bucket when ARTIFACT_S3_BUCKET is set)")
         parser.add_argument("--full", action="store_true", help="Back up every event from #1, not only new ones")
         parser.add_argument("--generate-key", action="store_true",
                             help="Print a new random key for AUDIT_BACKUP_KEY and exit")
@@ -26,7 +27,8 @@ class Command(BaseCommand):
         if options["generate_key"]:
             self.stdout.write(generate_key())
             return
-        directory = Path(options["dir"] or settings.AUDIT_BACKUP_DIR)
+        directory = Path(options["dir"]) if options["dir"] else None
+        where = str(directory) if directory is not None else "the audit_backups storage"
         head_seq, _ = audit_head()
         first = 1 if options["full"] else audit_backup_last_seq() + 1
         if head_seq < first or not (options["full"] or audit_events_to_back_up(first_seq=first)):
@@ -34,7 +36,7 @@ class Command(BaseCommand):
                               "(or is the last backup's own record, which goes into the next one).")
             return
         self.stdout.write(f"Backing up events #{first}..#{head_seq} (or more, if new ones commit meanwhile) "
-                          f"to {directory} ...")
+                          f"to {where} ...")
         try:
             backup = audit_backup_create(actor=Actor(type="system", id="backup_audit"), key=settings.AUDIT_BACKUP_KEY,
                                          directory=directory, full=options["full"])
@@ -44,6 +46,6 @@ class Command(BaseCommand):
             self.stdout.write("Nothing to back up.")
             return
         self.stdout.write(self.style.SUCCESS(
-            f"Wrote {directory / backup.file_name}: {backup.event_count} events "
+            f"Wrote {backup.file_name} to {where}: {backup.event_count} events "
             f"#{backup.first_seq}..#{backup.last_seq}, head {backup.head_hash}, key id {backup.key_id}, "
             f"sha256 {backup.file_sha256}"))
