@@ -43,6 +43,7 @@ USED_WITHOUT_IMPORT = {
     "ipykernel": "the python3 kernel nbclient starts for notebooks/ (tests/ml/test_notebook.py)",
     "pip-audit": "`make audit` (run by .ci/run) audits the lock files",
     "uv": "`make lock` compiles the .in files with `uv pip compile`",
+    "moto": "tests/storage/conftest.py runs its standalone S3 server as a process (`python -m moto.server`)",
 }
 # Top-level modules whose distribution packages_distributions() cannot tell on its own.
 MODULE_DISTRIBUTION: dict[str, str] = {}
