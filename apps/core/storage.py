@@ -65,8 +65,13 @@ class SettingDirStorage(FileSystemStorage):
             except FileExistsError as exc:
                 raise StoredFileExists(f"{name} exists in storage already; stored files are never replaced.",
                                        code="stored_file_exists") from exc
+            except OSError:  # a volume without hard links (some network file systems): check, then rename
+                if full.exists():
+                    raise StoredFileExists(f"{name} exists in storage already; stored files are never replaced.",
+                                           code="stored_file_exists") from None
+                os.rename(tmp, full)
         finally:
-            os.unlink(tmp)
+            Path(tmp).unlink(missing_ok=True)
         return name
 
 
