@@ -9,7 +9,6 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -88,7 +87,3 @@ def s3_prefix(s3_server: S3Server, settings: Any) -> str:
     prefix = f"test-{uuid.uuid4().hex}"
     settings.STORAGES = {**settings.STORAGES, **s3_storages(s3_server, prefix)}
     return prefix
-
-
-def local_files(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.rglob("*") if path.is_file()) if folder.exists() else []
