@@ -12,7 +12,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,8 @@ class Server:
     def workers_by_request(self, *, settle: float = 0.5) -> dict[str, str]:
         """request id -> pid of the worker that answered it, from the access log."""
         time.sleep(settle)  # let gunicorn write the last lines
+        if not self.access_log.exists():
+            return {}
         found = (ACCESS_LINE.search(line) for line in self.access_log.read_text().splitlines())
         return {match.group(2): match.group(1) for match in found if match}
 
@@ -43,6 +47,14 @@ def clean_environ() -> dict[str, str]:
     DJANGO_ALLOW_ASYNC_UNSAFE, which the browser tests set in this process (tests/e2e/conftest.py) and which a
     production process rightly refuses to start with (Django's check async.E001)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("PYTEST") and k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+
+
+def _healthz(base: str) -> None:
+    request = urllib.request.Request(f"{base}/healthz", headers={"X-Request-ID": f"healthz-{uuid.uuid4().hex}"})
+    try:
+        urllib.request.urlopen(request, timeout=2).close()  # noqa: S310 - loopback
+    except OSError:
+        pass  # not listening yet
 
 
 def free_port() -> int:
@@ -92,16 +104,16 @@ def production_gunicorn(tmp_path: Path, *, env: Mapping[str, str], workers: int 
         )
     try:
         deadline = time.monotonic() + start_timeout
-        while True:
+        # Ready when every worker has answered /healthz: workers load the app one by one, and a test that starts
+        # while one is still loading would see only the other.
+        while len(set(server.workers_by_request(settle=0).values())) < workers:
             if process.poll() is not None:
                 raise RuntimeError(f"gunicorn exited with {process.returncode}: {server.log_tail()}")
-            try:
-                urllib.request.urlopen(f"{server.base}/healthz", timeout=1).close()  # noqa: S310 - loopback
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"gunicorn did not answer /healthz: {server.log_tail()}") from None
-                time.sleep(0.2)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not start {workers} workers: {server.log_tail()}")
+            with ThreadPoolExecutor(2 * workers) as pool:
+                list(pool.map(lambda _: _healthz(server.base), range(2 * workers)))
+            time.sleep(0.1)
         yield server
     finally:
         if process.poll() is None:
