@@ -120,10 +120,12 @@ build() {  # build TAG [--target STAGE]
   echo "built $tag in $(( $(date +%s) - t0 )) s"
 }
 
-step "build full image ($IMAGE)"
-build "$IMAGE"
+# web first: the legacy builder builds every stage before the target, so the full build (the last stage) reuses the
+# web stages from cache and each time below is that image's own.
 step "build web image ($WEB_IMAGE, --target web)"
 build "$WEB_IMAGE" --target web
+step "build full image ($IMAGE)"
+build "$IMAGE"
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Secrets as compose mounts them: files readable by uid 10001, mounted read-only, named by <NAME>_FILE.

@@ -208,7 +208,7 @@ def _stages(instructions: list[tuple[str, str]]) -> dict[str, list[tuple[str, st
 
 def _image(instructions: list[tuple[str, str]], target: str | None = None) -> list[tuple[str, str]]:
     """What an image built to `target` (default: the last stage, a plain `docker build`) is made of: the instructions of
-    that stage and of the stages it is built FROM, base first. Its first instruction is the FROM of an external image."""
+    that stage and of the stages it is built FROM, base first. Its first instruction is an external image's FROM."""
     stages = _stages(instructions)
     name = target or list(stages)[-1]
     chain: list[tuple[str, str]] = []
@@ -576,7 +576,7 @@ def test_dockerfile_web_target_is_the_runtime_lock_only_with_the_same_hardening(
     web, full = _image(instructions, "web"), _image(instructions)
     from_builder = [value for keyword, value in web if keyword == "COPY" and "--from=" in value]
     assert from_builder == ["--from=web-builder /opt/venv /opt/venv"]
-    web_builder = " ".join(value for keyword, value in _image(instructions, "web-builder") if keyword in {"COPY", "RUN"})
+    web_builder = " ".join(value for key, value in _image(instructions, "web-builder") if key in {"COPY", "RUN"})
     assert "--require-hashes -r /tmp/requirements/base.txt" in web_builder
     assert "ml.txt" not in web_builder
     # the same user, environment, healthcheck and command as the full image: only the venv differs
