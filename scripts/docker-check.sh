@@ -12,7 +12,8 @@
 #   4. verify_audit_chain -> OK; then both image sizes.
 #
 # Containers use the host network (PostgreSQL and Redis on 127.0.0.1). Each step prints its name; the first failure
-# stops the check naming the step, and every container, the volume and the database are removed on exit.
+# stops the check naming the step, and every container, the volume, the database and its two roles are removed on
+# exit.
 #
 # Environment (all optional):
 #   PYTHON_IMAGE    base image; default python:3.11-slim when it is present or can be pulled, otherwise the stand-in
@@ -52,7 +53,8 @@ cleanup() {
   local rc=$?
   docker rm -f "$NAME-web" "$NAME-worker" >/dev/null 2>&1 || true
   docker volume rm -f "$VOLUME" >/dev/null 2>&1 || true
-  psql_super postgres -qc "DROP DATABASE IF EXISTS $DB_NAME" >/dev/null 2>&1 || true
+  psql_super postgres -qc "DROP DATABASE IF EXISTS $DB_NAME" -qc "DROP ROLE IF EXISTS $DB_APP" \
+    -qc "DROP ROLE IF EXISTS $DB_OWNER" >/dev/null 2>&1 || true
   rm -rf "$WORK"
   [ "$rc" = 0 ] || echo "docker-check: FAILED at step '$STEP' (exit $rc)" >&2
 }
@@ -199,8 +201,9 @@ sys.exit(f"the web image carries {present}") if present else print("no onnx, skl
 step "gunicorn (web image, application role)"
 PORT=$(docker run --rm --network host "$PYTHON_IMAGE" python -c \
   'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-# The image's CMD with another --bind (the host network may have 8000 taken); `-c gunicorn.conf.py` kept.
-docker run -d --name "$NAME-web" "${HARDENING[@]}" "${APP_ENV[@]}" "${AS_APP[@]}" "$WEB_IMAGE" \
+# The image's CMD with another --bind (the host network may have 8000 taken); `-c gunicorn.conf.py` kept. No image
+# healthcheck in either container: on the host network it would probe whatever listens on 127.0.0.1:8000.
+docker run -d --name "$NAME-web" --no-healthcheck "${HARDENING[@]}" "${APP_ENV[@]}" "${AS_APP[@]}" "$WEB_IMAGE" \
   sh -c "exec gunicorn clinpredict.wsgi:application -c gunicorn.conf.py --bind 127.0.0.1:$PORT --workers 2 \
 --worker-tmp-dir /dev/shm" >/dev/null
 ready=
@@ -253,7 +256,7 @@ API_LINE=$(grep '^api: 201 ' "$WORK/api.log" | sed 's/^api: //')
 # ---------------------------------------------------------------------------------------------------------------------
 step "celery worker (full image, application role) answering a ping"
 NODE=docker-check-$RUN_ID@localhost
-docker run -d --name "$NAME-worker" "${HARDENING[@]}" "${APP_ENV[@]}" "${AS_APP[@]}" "$IMAGE" \
+docker run -d --name "$NAME-worker" --no-healthcheck "${HARDENING[@]}" "${APP_ENV[@]}" "${AS_APP[@]}" "$IMAGE" \
   celery -A clinpredict worker -l info -n "$NODE" --concurrency 1 >/dev/null
 pong=
 for _ in $(seq 1 30); do
