@@ -18,7 +18,7 @@ lock = $(UV_COMPILE) $(1) -o $(2) $(if $(3),-c $(3))
 PIP_INSTALL = python -m pip install --quiet --require-hashes
 LOCKS := $(foreach f,pip base ml dev fhir-server bench-mlflow,requirements/$(f).txt)
 
-.PHONY: run serve db-setup test lint audit lock bench clean-var help
+.PHONY: run serve db-setup test lint audit lock bench clean-var help docker-check
 
 help:
 	@echo "make run    - install, migrate, bootstrap the demo and serve on http://127.0.0.1:$(PORT)"
@@ -29,6 +29,7 @@ help:
 	@echo "make bench  - run benchmarks/ and regenerate docs/benchmarks.md"
 	@echo "make lock   - recompile requirements/*.in into the hashed locks requirements/*.txt (LOCK_ARGS=--upgrade to move every pin)"
 	@echo "make audit  - pip-audit every lock: fails on a known vulnerability (CI runs it)"
+	@echo "make docker-check - build the full and web images and run them hardened against local PostgreSQL/Redis"
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "ClinPredict needs Python 3.11 (set PYTHON=/path/to/python3.11)")'
@@ -135,6 +136,12 @@ lock: $(VENV)/.dev-installed
 
 bench: $(VENV)/.dev-installed $(VENV)/fhir-server/.installed
 	$(BIN)/python -m benchmarks
+
+# Both images of docker/Dockerfile, run as docker/compose.yaml runs them, against this host's PostgreSQL and Redis:
+# roles, migrate, bootstrap_demo, a prediction through gunicorn, a worker ping, verify_audit_chain; then both image
+# sizes. Needs a Docker engine and psql; installs nothing into .venv. See scripts/docker-check.sh and docs/deploy.md.
+docker-check:
+	scripts/docker-check.sh
 
 clean-var:
 	rm -rf var/

@@ -193,9 +193,33 @@ def _dockerfile_instructions() -> list[tuple[str, str]]:
     return instructions
 
 
+def _stages(instructions: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
+    """Each stage's instructions (its FROM first) by stage name, in file order."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    for keyword, value in instructions:
+        if keyword == "FROM":
+            words = value.split()
+            current = words[2] if len(words) >= 3 and words[1].upper() == "AS" else str(len(stages))
+            stages[current] = []
+        if stages:
+            stages[current].append((keyword, value))
+    return stages
+
+
+def _image(instructions: list[tuple[str, str]], target: str | None = None) -> list[tuple[str, str]]:
+    """What an image built to `target` (default: the last stage, a plain `docker build`) is made of: the instructions of
+    that stage and of the stages it is built FROM, base first. Its first instruction is an external image's FROM."""
+    stages = _stages(instructions)
+    name = target or list(stages)[-1]
+    chain: list[tuple[str, str]] = []
+    while name in stages:
+        chain = stages[name] + chain
+        name = stages[name][0][1].split()[0]
+    return chain
+
+
 def _final_stage(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    last_from = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
-    return instructions[last_from:]
+    return _image(instructions)
 
 
 def _dashboard_files() -> list[Path]:
@@ -543,6 +567,24 @@ def test_dockerfile_runtime_stage_gets_only_the_venv_from_the_builder() -> None:
     )
     assert arg_default.get("PYTHON_IMAGE", "").startswith("python:3.11-slim")
     assert final[0][1].split()[0] in {"${PYTHON_IMAGE}", "python:3.11-slim"}
+
+
+def test_dockerfile_web_target_is_the_runtime_lock_only_with_the_same_hardening() -> None:
+    instructions = _dockerfile_instructions()
+    stages = _stages(instructions)
+    assert list(stages)[-1] == "runtime", "a plain `docker build` (and compose) must give the full image"
+    web, full = _image(instructions, "web"), _image(instructions)
+    from_builder = [value for keyword, value in web if keyword == "COPY" and "--from=" in value]
+    assert from_builder == ["--from=web-builder /opt/venv /opt/venv"]
+    web_builder = " ".join(value for key, value in _image(instructions, "web-builder") if key in {"COPY", "RUN"})
+    assert "--require-hashes -r /tmp/requirements/base.txt" in web_builder
+    assert "ml.txt" not in web_builder
+    # the same user, environment, healthcheck and command as the full image: only the venv differs
+    shared = {"ENV", "USER", "HEALTHCHECK", "CMD", "EXPOSE", "WORKDIR"}
+    assert [i for i in web if i[0] in shared] == [i for i in full if i[0] in shared]
+    # the proxy CA build argument stays in the builder stages
+    for image in (web, full):
+        assert not [value for keyword, value in image if "EXTRA_CA_CERTS" in value or "pip-ca" in value]
 
 
 def test_dockerfile_runtime_environment_healthcheck_and_command() -> None:
