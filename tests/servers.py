@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,6 +29,17 @@ class Server:
     base: str
     access_log: Path
     server_log: Path
+    process: "subprocess.Popen[bytes] | None" = field(default=None, compare=False, repr=False)  # the master
+
+    def kill(self) -> None:
+        """SIGKILL the master and its workers (the process group it leads): a replica lost mid-request, nothing
+        gets to clean up or finish an answer."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        deadline = time.monotonic() + 30  # and until its workers, now orphans, are dead too (sockets closed)
+        while _group_alive(self.process.pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def workers_by_request(self, *, settle: float = 0.5) -> dict[str, str]:
         """request id -> pid of the worker that answered it, from the access log."""
@@ -40,6 +51,19 @@ class Server:
 
     def log_tail(self, chars: int = 2000) -> str:
         return self.server_log.read_text()[-chars:]
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a thread of a process of group `pgid` is still running, from /proc (Linux). Per thread: a killed
+    gthread worker's main thread can be a zombie while its other threads, and its sockets, are still there."""
+    for stat in Path("/proc").glob("[0-9]*/task/[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if fields[2] == str(pgid) and fields[0] not in {"Z", "X"}:
+            return True
+    return False
 
 
 def clean_environ() -> dict[str, str]:
@@ -94,14 +118,15 @@ def production_gunicorn(tmp_path: Path, *, env: Mapping[str, str], workers: int 
     full_env.update(env)
     port = free_port()
     tmp_path.mkdir(parents=True, exist_ok=True)
-    server = Server(f"http://127.0.0.1:{port}", tmp_path / "access.log", tmp_path / "gunicorn.log")
-    with server.server_log.open("w") as log:
+    access_log, server_log = tmp_path / "access.log", tmp_path / "gunicorn.log"
+    with server_log.open("w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "clinpredict.wsgi:application", "-c", "gunicorn.conf.py",
              "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--timeout", "60",
-             "--worker-tmp-dir", "/dev/shm", "--access-logfile", str(server.access_log)],
+             "--worker-tmp-dir", "/dev/shm", "--access-logfile", str(access_log)],
             env=full_env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+    server = Server(f"http://127.0.0.1:{port}", access_log, server_log, process)
     try:
         deadline = time.monotonic() + start_timeout
         # Ready when every worker has answered /healthz: workers load the app one by one, and a test that starts
