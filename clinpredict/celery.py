@@ -28,5 +28,24 @@ def _enforce_deploy_checks(**kwargs: object) -> None:
     try:
         enforce_deploy_checks()
     except ImproperlyConfigured as exc:
-        print(exc, file=sys.stderr, flush=True)
+        print(exc, file=sys.__stderr__, flush=True)  # Celery may have redirected sys.stderr to its logger
+        raise SystemExit(2) from None
+
+
+@beat_init.connect
+def _single_beat(**kwargs: object) -> None:
+    """Exactly one beat per deployment (apps/core/beat_lock.py): a second one exits with a message."""
+    import sys
+
+    from django.conf import settings
+
+    from apps.core.beat_lock import BeatLockHeld, beat_lock_acquire
+
+    if not settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        return
+    try:
+        beat_lock_acquire(broker_url=settings.CELERY_BROKER_URL, key=settings.CLINPREDICT_BEAT_LOCK_KEY,
+                          wait_seconds=settings.CLINPREDICT_BEAT_LOCK_WAIT_SECONDS)
+    except BeatLockHeld as exc:
+        print(exc, file=sys.__stderr__, flush=True)  # Celery may have redirected sys.stderr to its logger
         raise SystemExit(2) from None

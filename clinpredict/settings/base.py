@@ -200,6 +200,10 @@ GROUP_AUDITORS = "Auditors"
 
 # --- Celery ------------------------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
+# Exactly one beat per deployment: beat holds this lock in the broker's Redis while it runs; another beat waits this
+# long for it, then exits (apps/core/beat_lock.py). Deployments sharing one Redis need different keys.
+CLINPREDICT_BEAT_LOCK_KEY = env.str("CLINPREDICT_BEAT_LOCK_KEY", default="clinpredict:celery-beat")
+CLINPREDICT_BEAT_LOCK_WAIT_SECONDS = env.float("CLINPREDICT_BEAT_LOCK_WAIT_SECONDS", default=45.0)
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default="")

@@ -422,8 +422,9 @@ def _wait_for(condition: Callable[[], Any], *, timeout: float, what: str, logs: 
 def test_with_two_workers_and_one_beat_each_scheduled_tick_runs_once(
         tmp_path: Path, servers: Any, settings: Any) -> None:
     """The product's guarantee that beat never runs twice is its deployment: exactly one beat (docker/compose.yaml's
-    `beat` service; deploy/kubernetes/base/beat.yaml, replicas 1 with the Recreate strategy); there is no lock that
-    would stop a second beat. What runs here: that one beat (django_celery_beat's DatabaseScheduler, as deployed),
+    `beat` service; deploy/kubernetes/base/beat.yaml, replicas 1 with the Recreate strategy), enforced by beat's lock
+    (apps/core/beat_lock.py, tests/workers/test_beat_lock.py). What runs here: that one beat (django_celery_beat's
+    DatabaseScheduler, as deployed),
     with the audit chain verification scheduled every second, and two workers taking from the same queue: every tick
     beat sent ran exactly once, and wrote exactly one verification record. (Counted in the database: the processes'
     own INFO lines do not reach their log files.)"""
