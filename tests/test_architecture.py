@@ -1,4 +1,4 @@
-"""The import contract of STYLE.md: ml/ is a plain library (no Django, DRF, Celery or apps); only ml.tracking
+"""The import contract (pyproject.toml): ml/ is a plain library (no Django, DRF, Celery or apps); only ml.tracking
 imports mlflow. import-linter checks the real import graph."""
 
 import subprocess

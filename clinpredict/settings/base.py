@@ -193,7 +193,7 @@ def _artifact_storage(folder: str, setting: str) -> dict[str, Any]:
 STORAGES["models"] = _artifact_storage("models", "MODEL_STORAGE_DIR")
 STORAGES["audit_backups"] = _artifact_storage("audit-backups", "AUDIT_BACKUP_DIR")
 MLFLOW_TRACKING_URI = env.str("MLFLOW_TRACKING_URI", default=f"sqlite:///{VAR_DIR / 'mlflow.db'}")
-# Groups that the role migration creates; the names are part of the public surface (INTERFACES.md).
+# Groups that the role migration creates; the names are part of the public surface (docs/security.md).
 GROUP_CLINICIANS = "Clinicians"
 GROUP_MODEL_ADMINS = "Model admins"
 GROUP_AUDITORS = "Auditors"
@@ -362,7 +362,7 @@ AUDIT_BACKUP_KEY = env.str("AUDIT_BACKUP_KEY", default="")
 # --- Model registry: the promotion gate (apps/registry/gate.py) ---------------------------------------------
 # A version is promoted only if its held-out AUROC and calibration slope fall within these limits, its ONNX parity
 # is within max_onnx_parity_abs_diff, its files match their sha256 and its feature spec is compatible with the live
-# champion's. Small test sets give wide intervals (STACK.md), so the slope band is deliberately not tight.
+# champion's. Small test sets give wide calibration-slope intervals, so the slope band is deliberately not tight.
 CLINPREDICT_PROMOTION_GATE = {
     "min_test_auroc": env.float("CLINPREDICT_GATE_MIN_TEST_AUROC", default=0.70),
     "calibration_slope_min": env.float("CLINPREDICT_GATE_CALIBRATION_SLOPE_MIN", default=0.70),

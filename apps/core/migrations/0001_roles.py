@@ -1,4 +1,4 @@
-"""Creates the three roles of the public surface (INTERFACES.md) with their permissions.
+"""Creates the three roles (the public surface: README.md, docs/security.md) with their permissions.
 
 The mapping is frozen here on purpose: a later change of roles is a new migration, so every database can say
 which permissions each role had at each point of its history."""
