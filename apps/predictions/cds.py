@@ -159,7 +159,7 @@ def _resource_errors(exc: pydantic.ValidationError, where: str) -> dict[str, lis
     return fields
 
 
-def _valid_resource(resource: Any, model: type[pydantic.BaseModel], where: str) -> dict[str, Any] | None:
+def _valid_resource(resource: Any, model: type[pydantic.BaseModel], where: str) -> dict[str, Any]:
     """The resource (as given) when it is valid FHIR R4; otherwise 400 naming each field that is not."""
     try:
         model.model_validate(resource)
