@@ -11,7 +11,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .cds import SERVICE_PREFIX, cds_client_verify, cds_patient_view, cds_services
+from .cds import (
+    SERVICE_PREFIX,
+    cds_client_verify,
+    cds_jti_consume,
+    cds_patient_view,
+    cds_patient_view_request,
+    cds_services,
+)
 
 
 class CdsDiscoveryApi(APIView):
@@ -34,11 +41,15 @@ class CdsServiceApi(APIView):
     @extend_schema(tags=["cds-hooks"], request=OpenApiTypes.OBJECT, responses={200: OpenApiTypes.OBJECT},
                    description="patient-view: one card with the risk, its band and a link to the explanation.")
     def post(self, request: Request, service: str) -> Response:
-        client = cds_client_verify(authorization=request.headers.get("Authorization", ""),
+        caller = cds_client_verify(authorization=request.headers.get("Authorization", ""),
                                    audience=request.build_absolute_uri(request.path))
+        # The body (parsed here, and its fhirServer checked against the client's registered bases) before the JWT's
+        # jti is spent: a call refused for its body can be corrected and retried with the same JWT.
+        hook_request = cds_patient_view_request(payload=request.data, client=caller.client)
+        cds_jti_consume(caller=caller)
         use_case = service.removeprefix(SERVICE_PREFIX)
         body = cds_patient_view(
-            use_case=use_case, payload=request.data, client=client,
+            use_case=use_case, request=hook_request, client=caller.client,
             explanation_url=lambda prediction_id: request.build_absolute_uri(
                 reverse("prediction-detail", args=[prediction_id])),
         )

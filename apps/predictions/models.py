@@ -3,6 +3,7 @@
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from apps.registry.models import ModelVersion
@@ -68,14 +69,30 @@ class IdempotencyRecord(models.Model):
 
 
 class CdsClient(models.Model):
-    """An EHR (CDS Hooks client) allowed to call our CDS services, with the public keys its JWTs are signed with.
-    Registered by staff in admin; calls whose JWT does not verify against these keys get 401."""
+    """An EHR (CDS Hooks client) allowed to call our CDS services, with the public keys its JWTs are signed with and
+    the FHIR servers we may read from on its behalf. Registered by staff in admin; calls whose JWT does not verify
+    against these keys get 401, and a `fhirServer` outside `fhir_base_urls` gets 412 without any connection."""
 
     name = models.CharField(max_length=200)
     issuer = models.CharField(max_length=512, unique=True, help_text="The `iss` claim of the client's JWTs")
     jwks = models.JSONField(help_text='Public JSON Web Key Set of the client: {"keys": [...]} (ES384 or RS384)')
+    fhir_base_urls = models.JSONField(
+        default=list, blank=True,
+        help_text="FHIR base URLs this EHR may name as `fhirServer` in a call, one per line (e.g. "
+                  "https://ehr.example.org/fhir/r4). A call's fhirServer must have the same scheme, host and port and "
+                  "a path equal to or below one of these; anything else is refused (412) before any connection, and "
+                  "the EHR's access token is only ever sent there. http/https only; no user:password@, query, "
+                  "'..' segments or percent-encoding. Empty: calls must carry a prefetch.")
     active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
         return f"{self.name} ({self.issuer})"
+
+    def clean(self) -> None:
+        from .fhir_base_urls import FhirBaseUrlError, fhir_base_urls_normalise
+
+        try:
+            self.fhir_base_urls = fhir_base_urls_normalise(self.fhir_base_urls)
+        except FhirBaseUrlError as exc:
+            raise ValidationError({"fhir_base_urls": [str(exc)]}) from exc

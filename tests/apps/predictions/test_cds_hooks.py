@@ -157,6 +157,8 @@ def test_without_prefetch_the_service_reads_the_ehr_fhir_server(champion: Any, e
         del resource["id"]
         resource["subject"] = {"reference": f"Patient/{patient['id']}"}
         created.append(server.create(resource)["id"])
+    ehr.fhir_base_urls = [server.base_url]  # registered in admin: only then is fhirServer read
+    ehr.save(update_fields=["fhir_base_urls"])
     body = hook_request([], prefetch=False)
     body["context"]["patientId"] = patient["id"]
     body["fhirServer"] = server.base_url
@@ -177,9 +179,30 @@ def test_an_unreachable_fhir_server_is_a_clear_412(champion: Any, ehr: CdsClient
                                                    fhir_helpers: Any) -> None:
     body = hook_request([], prefetch=False)
     body["fhirServer"] = f"http://127.0.0.1:{fhir_helpers.free_port()}/fhir"  # nothing listens there
+    ehr.fhir_base_urls = [body["fhirServer"]]  # registered, so it is tried
+    ehr.save(update_fields=["fhir_base_urls"])
 
     response = call(body, signed(ehr_key))
 
     assert response.status_code == 412
     assert response.json()["error"]["code"] == "fhir_unavailable"
     assert Prediction.objects.count() == 0
+
+
+def test_without_prefetch_or_fhir_server_the_call_is_a_412(champion: Any, ehr: CdsClient, ehr_key: Any) -> None:
+    response = call(hook_request([], prefetch=False), signed(ehr_key))
+
+    assert response.status_code == 412
+    assert response.json()["error"]["code"] == "prefetch_missing"
+    assert Prediction.objects.count() == 0
+
+
+def test_an_unregistered_fhir_server_is_a_412_naming_it(champion: Any, ehr: CdsClient, ehr_key: Any) -> None:
+    body = hook_request([], prefetch=False)
+    body["fhirServer"] = "https://elsewhere.example.org/fhir"
+
+    response = call(body, signed(ehr_key))
+
+    assert response.status_code == 412
+    error = response.json()["error"]
+    assert error["code"] == "fhir_server_not_allowed" and "registered" in error["fields"]["fhirServer"][0]
