@@ -6,7 +6,7 @@ import sys
 from . import report
 
 BENCHMARKS = ["training", "fhir_sync", "audit_export", "inference", "api_latency", "batch_scoring", "cds_hooks",
-              "hot_swap", "profile_request"]
+              "hot_swap", "profile_request", "clinical_validity"]
 
 
 def main(argv: list[str]) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 from .common import REPO, RESULTS
 
 ORDER = ["api_latency", "batch_scoring", "cds_hooks", "hot_swap", "profile_request", "inference", "training",
-         "fhir_sync", "audit_export"]
+         "clinical_validity", "fhir_sync", "audit_export"]
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -167,7 +167,7 @@ def render() -> str:
             parts += ["", "```text", *result["call_tree"], "```"]
         extra = {k: v for k, v in result.items()
                  if k not in {"name", "title", "command", "tool", "machine", "measured_at", "notes", "rows",
-                              "call_tree", "findings"}}
+                              "call_tree", "findings", "details"}}
         if extra:
             parts += ["", "```json", json.dumps(extra, indent=2), "```"]
     return "\n".join(parts) + "\n"
