@@ -23,7 +23,7 @@ from apps.core.exceptions import ApplicationError
 from .fhir import FHIRJSONRenderer, risk_assessment
 from .idempotency import prediction_create_idempotent, request_fingerprint, validate_key
 from .models import Prediction
-from .selectors import prediction_get, prediction_list
+from .selectors import READ_ALL_SCOPE, PredictionReader, prediction_get, prediction_list
 from .serializers import (
     PredictionFilterSerializer,
     PredictionInputSerializer,
@@ -32,12 +32,26 @@ from .serializers import (
 )
 from .services import PredictionRequest, patient_prediction_request, prediction_create_many
 
+# `predictions:read` reads what the application created; `predictions:read:all` (granted only to some applications,
+# apps/core/oauth_scopes.py) reads every prediction and implies the first.
+READ_SCOPES = [["predictions:read"], [READ_ALL_SCOPE]]
+
+
+def reader_from_request(request: Request) -> PredictionReader:
+    """Who is asking: the token's application, widened to every prediction by `predictions:read:all`."""
+    token = request.auth
+    application = getattr(token, "application", None)
+    if application is None:
+        return PredictionReader()  # a token without an application owns nothing
+    return PredictionReader.for_application(client_id=application.client_id,
+                                            read_all=token.allow_scopes([READ_ALL_SCOPE]))
+
 
 class PredictionListCreateApi(APIView):
     authentication_classes = [BearerTokenAuthentication]
     permission_classes = [TokenMatchesOASRequirements]
     required_alternate_scopes = {
-        "GET": [["predictions:read"]],
+        "GET": READ_SCOPES,
         "POST": [["predictions:write"]],
     }
 
@@ -99,6 +113,7 @@ class PredictionListCreateApi(APIView):
         filters.is_valid(raise_exception=True)
         params = filters.validated_data
         queryset = prediction_list(
+            reader=reader_from_request(request),
             use_case=params.get("use_case"),
             patient_ref=params.get("patient_id"),
             model_version=params.get("model_version"),
@@ -110,9 +125,10 @@ class PredictionListCreateApi(APIView):
         return paginator.get_paginated_response(predictions_represent(page))
 
 
-def _get_or_404(prediction_id: UUID) -> Prediction:
+def _get_or_404(request: Request, prediction_id: UUID) -> Prediction:
+    """Another application's prediction is "not found" too: its existence is not revealed."""
     try:
-        return prediction_get(prediction_id=prediction_id)
+        return prediction_get(prediction_id=prediction_id, reader=reader_from_request(request))
     except Prediction.DoesNotExist as exc:
         raise NotFound("No prediction with this id.") from exc
 
@@ -122,12 +138,12 @@ class PredictionDetailApi(APIView):
 
     authentication_classes = [BearerTokenAuthentication]
     permission_classes = [TokenMatchesOASRequirements]
-    required_alternate_scopes = {"GET": [["predictions:read"]]}
+    required_alternate_scopes = {"GET": READ_SCOPES}
     renderer_classes = [JSONRenderer, FHIRJSONRenderer]
 
     @extend_schema(responses={200: PredictionSerializer})
     def get(self, request: Request, prediction_id: UUID) -> Response:
-        prediction = _get_or_404(prediction_id)
+        prediction = _get_or_404(request, prediction_id)
         if isinstance(request.accepted_renderer, FHIRJSONRenderer):
             return Response(risk_assessment(prediction))
         return Response(predictions_represent([prediction])[0])
@@ -138,9 +154,9 @@ class RiskAssessmentApi(APIView):
 
     authentication_classes = [BearerTokenAuthentication]
     permission_classes = [TokenMatchesOASRequirements]
-    required_alternate_scopes = {"GET": [["predictions:read"]]}
+    required_alternate_scopes = {"GET": READ_SCOPES}
     renderer_classes = [FHIRJSONRenderer, JSONRenderer]
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, description="A FHIR R4 RiskAssessment resource.")
     def get(self, request: Request, prediction_id: UUID) -> Response:
-        return Response(risk_assessment(_get_or_404(prediction_id)))
+        return Response(risk_assessment(_get_or_404(request, prediction_id)))
