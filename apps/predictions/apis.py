@@ -32,9 +32,9 @@ from .serializers import (
 )
 from .services import PredictionRequest, patient_prediction_request, prediction_create_many
 
-# `predictions:read` reads what the application created; `predictions:read:all` (granted only to some applications,
-# apps/core/oauth_scopes.py) reads every prediction and implies the first.
-READ_SCOPES = [["predictions:read"], [READ_ALL_SCOPE]]
+# `predictions:read` reads the predictions the application created; `predictions:read:all` (granted only to some
+# applications, apps/core/oauth_scopes.py) widens it to every prediction and grants nothing on its own.
+READ_SCOPES = [["predictions:read"]]
 
 
 def reader_from_request(request: Request) -> PredictionReader:
@@ -107,7 +107,9 @@ class PredictionListCreateApi(APIView):
         return Response(body if many else body[0], status=status.HTTP_201_CREATED, headers=headers)
 
     @extend_schema(operation_id="api_v1_predictions_list", parameters=[PredictionFilterSerializer],
-                   responses={200: paginated(PredictionSerializer)})
+                   responses={200: paginated(PredictionSerializer)},
+                   description="The predictions this application created, newest first; every prediction when the "
+                               "token also holds `predictions:read:all`.")
     def get(self, request: Request) -> Response:
         filters = PredictionFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -141,7 +143,9 @@ class PredictionDetailApi(APIView):
     required_alternate_scopes = {"GET": READ_SCOPES}
     renderer_classes = [JSONRenderer, FHIRJSONRenderer]
 
-    @extend_schema(responses={200: PredictionSerializer})
+    @extend_schema(responses={200: PredictionSerializer},
+                   description="One prediction this application created (any, with `predictions:read:all`); another "
+                               "application's is 404, as if it did not exist.")
     def get(self, request: Request, prediction_id: UUID) -> Response:
         prediction = _get_or_404(request, prediction_id)
         if isinstance(request.accepted_renderer, FHIRJSONRenderer):

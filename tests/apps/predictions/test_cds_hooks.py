@@ -102,7 +102,7 @@ def test_risk_assessment_of_a_cds_prediction_points_at_its_observations(champion
     prediction = Prediction.objects.get()
 
     # A CDS prediction belongs to no OAuth2 application: reading it takes predictions:read:all.
-    resource = api_client("predictions:read:all").get(f"/fhir/RiskAssessment/{prediction.id}").json()
+    resource = api_client("predictions:read predictions:read:all").get(f"/fhir/RiskAssessment/{prediction.id}").json()
 
     assert {b["reference"] for b in resource["basis"]} == {"Observation/b-1", "Observation/bp-1", "Observation/g-new"}
 
