@@ -108,6 +108,7 @@ ROLE_MIGRATIONS = [
     ("apps.core.migrations.0001_roles", "create_roles"),
     ("apps.patients.migrations.0002_roles", "grant"),
     ("apps.monitoring.migrations.0002_roles", "grant"),
+    ("apps.patients.migrations.0004_care_team_roles", "grant"),
 ]
 
 

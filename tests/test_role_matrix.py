@@ -102,3 +102,31 @@ def test_clinician_cannot_use_the_audit_export_even_with_a_token(world: dict[str
     assert clinician.get("/api/v1/audit/events").status_code == 401  # session auth is not accepted by the API
     assert json.loads(api_client("predictions:read").get("/api/v1/audit/events").content)["error"]["code"] == \
         "permission_denied"
+
+
+def test_another_clinicians_prediction_needs_a_reason_except_for_auditors_and_model_admins(
+        world: dict[str, Any], user_in_group: Any, valid_features: dict) -> None:
+    """Clinicians see their own and their care-team patients' predictions; another's opens through break-the-glass
+    (a stated reason, audited). Auditors and model admins see every prediction as before."""
+    from apps.audit.actors import Actor
+    from apps.predictions.models import Prediction
+    from apps.predictions.services import PredictionRequest, prediction_create
+
+    colleague = user_in_group("Clinicians", "colleague")
+    theirs = prediction_create(request=PredictionRequest("diabetes", valid_features, "pt-roles-1"),
+                               actor=Actor(type="user", id="colleague", user_id=colleague.pk),
+                               channel=Prediction.Channel.WEB)
+    clients = world["clients"]
+    path = f"/predictions/{theirs.id}/"
+    own = f"/predictions/{world['values']['prediction_id']}/"
+
+    assert clients["clinician"].get(own).status_code == 200
+    assert clients["clinician"].get(path).status_code == 403  # the break-the-glass page
+    assert clients["auditor"].get(path).status_code == 200
+    assert clients["modeladmin"].get(path).status_code == 200
+    assert clients["anonymous"].get(path).status_code == 302
+    assert clients["anonymous"].post(f"{path}break-glass/", {"reason": "emergency"}).status_code == 302
+    assert not AuditEvent.objects.filter(action="prediction.break_glass").exists()
+    assert clients["clinician"].post(f"{path}break-glass/", {"reason": "emergency"}).status_code == 302
+    assert clients["clinician"].get(path).status_code == 200
+    assert AuditEvent.objects.get(action="prediction.break_glass").actor_id == "clinician"

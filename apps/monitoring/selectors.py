@@ -17,7 +17,7 @@ from django.db.models import Count, DateTimeField, ExpressionWrapper, F, Max, Ou
 from django.db.models.functions import Coalesce
 
 from apps.patients.selectors import outcome_list, patient_list
-from apps.predictions.selectors import prediction_list
+from apps.predictions.selectors import EVERYONE, prediction_list
 from apps.registry.models import ModelVersion
 from apps.registry.selectors import model_versions_champions
 
@@ -29,7 +29,7 @@ from .models import DailySummary, DriftCheck, PerformanceSnapshot, RetrainingRun
 def drift_window_values(*, version: ModelVersion, start: datetime, end: datetime
                         ) -> tuple[list[dict[str, float | None]], list[float]]:
     """The canonical features and predicted risks of the predictions `version` made in [start, end)."""
-    rows = (prediction_list(use_case=version.use_case, created_after=start, created_before=end)
+    rows = (prediction_list(reader=EVERYONE, use_case=version.use_case, created_after=start, created_before=end)
             .filter(model_version_id=version.pk).order_by().values_list("features", "probability"))
     features: list[dict[str, float | None]] = []
     probabilities: list[float] = []
@@ -92,7 +92,7 @@ def outcome_prediction_pairs(*, use_case: str, match_window: timedelta | None = 
     ).annotate(
         earliest=ExpressionWrapper(F("reference_at") - Value(window), output_field=DateTimeField()),
     )
-    latest = (prediction_list(use_case=use_case).order_by()
+    latest = (prediction_list(reader=EVERYONE, use_case=use_case).order_by()
               .filter(patient_ref=OuterRef("patient__identifier"), created_at__lte=OuterRef("reference_at"),
                       created_at__gte=OuterRef("earliest"))
               .order_by("-created_at", "-id").values("pk")[:1])
@@ -101,7 +101,8 @@ def outcome_prediction_pairs(*, use_case: str, match_window: timedelta | None = 
     present_by_prediction: dict[Any, bool] = {}
     for prediction_id, present in matched.iterator(chunk_size=2000):
         present_by_prediction[prediction_id] = present_by_prediction.get(prediction_id, False) or bool(present)
-    predictions = prediction_list(use_case=use_case, created_after=predicted_from, created_before=predicted_until)
+    predictions = prediction_list(reader=EVERYONE, use_case=use_case, created_after=predicted_from,
+                                  created_before=predicted_until)
     pairs = []
     ids = list(present_by_prediction)
     for start in range(0, len(ids), 5000):
@@ -193,8 +194,8 @@ def performance_snapshots_recent(*, use_case: str, limit: int = 30) -> list[Perf
 def patients_due_for_scoring(*, use_case: str) -> list[int]:
     """Ids of the patients with observations stored after their latest prediction of `use_case` (or with
     observations and no prediction of it yet), in id order."""
-    last = (prediction_list(use_case=use_case).order_by().filter(patient_ref=OuterRef("identifier"))
-            .order_by("-created_at").values("created_at")[:1])
+    last = (prediction_list(reader=EVERYONE, use_case=use_case).order_by()
+            .filter(patient_ref=OuterRef("identifier")).order_by("-created_at").values("created_at")[:1])
     due = (patient_list().order_by()
            .annotate(new_data_at=Max("observations__created_at"), last_predicted_at=Subquery(last))
            .filter(new_data_at__isnull=False)

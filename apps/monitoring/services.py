@@ -32,7 +32,7 @@ from apps.audit.actors import Actor
 from apps.audit.services import audit_event_record
 from apps.core.exceptions import ApplicationError
 from apps.predictions.models import Prediction
-from apps.predictions.selectors import prediction_list
+from apps.predictions.selectors import EVERYONE, prediction_list
 from apps.predictions.services import PredictionRequest, prediction_create_many
 from apps.registry.loader import champion_model
 from apps.registry.models import ModelVersion
@@ -271,7 +271,7 @@ def daily_summaries_record(*, day: date, actor: Actor = MONITORING_ACTOR) -> lis
     the drift check whose window covers the day, and realised performance of its predictions in the
     window_days up to the end of the day. Rerunning updates the day's rows; changed figures are logged again."""
     start, end = _day_bounds(day)
-    rows = (prediction_list(created_after=start, created_before=end).order_by()
+    rows = (prediction_list(reader=EVERYONE, created_after=start, created_before=end).order_by()
             .values("model_version_id", "model_label", "use_case")
             .annotate(volume=Count("id"), mean_risk=Avg("probability"), positives=Count("id", filter=Q(positive=True)))
             .order_by("use_case", "model_label"))

@@ -16,10 +16,38 @@ from apps.core.admin import ReadOnlyModelAdmin
 from apps.core.exceptions import ApplicationError
 
 from .forms import CsvImportForm
-from .models import IngestionRun, Observation, Outcome, Patient
-from .services import patients_import_csv, sync_report
+from .models import CareTeamMember, IngestionRun, Observation, Outcome, Patient
+from .services import care_team_member_add, care_team_member_remove, patients_import_csv, sync_report
 
 IMPORT_PERMISSION = "patients.import_patients"
+
+
+@admin.register(CareTeamMember)
+class CareTeamMemberAdmin(admin.ModelAdmin):
+    """Care teams: who sees a patient's predictions without break-the-glass. Adding, changing and removing members go
+    through the audited services; the patient and user of an existing member are fixed (remove and add instead)."""
+
+    list_display = ("patient", "user", "role", "since", "added_by", "created_at")
+    list_filter = ("role",)
+    search_fields = ("patient__identifier", "user__username")
+    list_select_related = ("patient", "user")
+    autocomplete_fields = ("patient", "user")
+    fields = ("patient", "user", "role", "since")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: CareTeamMember | None = None) -> tuple[str, ...]:
+        return ("patient", "user") if obj is not None else ()
+
+    def save_model(self, request: HttpRequest, obj: CareTeamMember, form: Any, change: bool) -> None:
+        member, _changed = care_team_member_add(patient_id=obj.patient_id, user_id=obj.user_id, role=obj.role,
+                                                since=obj.since, actor=actor_from_request(request))
+        obj.pk = member.pk
+
+    def delete_model(self, request: HttpRequest, obj: CareTeamMember) -> None:
+        care_team_member_remove(member_id=obj.pk, actor=actor_from_request(request))
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for member_id in queryset.values_list("pk", flat=True):
+            care_team_member_remove(member_id=member_id, actor=actor_from_request(request))
 
 
 

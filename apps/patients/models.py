@@ -5,6 +5,7 @@ unique, so importing or syncing the same data again updates rows in place instea
 by `apps.patients.services`.
 """
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
@@ -136,3 +137,33 @@ class IngestionRun(models.Model):
     @property
     def complete(self) -> bool:
         return self.status == self.Status.SUCCEEDED
+
+
+class CareTeamMember(models.Model):
+    """A person on a patient's care team. Clinicians see the predictions they requested and those of the patients
+    whose care team holds them; any other prediction opens only through break-the-glass (a stated reason, audited).
+    Managed in admin; every change goes through `apps.patients.services` and is audited."""
+
+    class Role(models.TextChoices):
+        ATTENDING = "attending", "Attending physician"
+        PRIMARY_CARE = "primary_care", "Primary care physician"
+        CONSULTANT = "consultant", "Consultant"
+        NURSE = "nurse", "Nurse"
+        OTHER = "other", "Other"
+
+    patient = models.ForeignKey(Patient, on_delete=models.CASCADE, related_name="care_team")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="care_team_memberships")
+    role = models.CharField(max_length=32, choices=Role.choices, default=Role.ATTENDING)
+    since = models.DateField(help_text="Since when this person cares for the patient")
+    added_by = models.CharField(max_length=200, help_text="Who added the member (user:<name> or system:<name>)")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["patient", "user"]
+        constraints = [models.UniqueConstraint(fields=["patient", "user"], name="care_team_unique_member")]
+        permissions = [
+            ("view_all_predictions", "Can open every prediction without break-the-glass (auditors, model admins)"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} ({self.get_role_display()}) for {self.patient}"

@@ -17,7 +17,7 @@ from apps.core.exceptions import ApplicationError
 from ml.schema import FeatureSpec, SpecError, UseCaseSpec
 
 from .fhir_mapping import Rejection, map_observation, map_patient
-from .models import IngestionRun, Observation, Outcome, Patient
+from .models import CareTeamMember, IngestionRun, Observation, Outcome, Patient
 from .specs import IngestionSpec, Unmappable, load_ingestion_spec, spec_path_for, to_canonical
 
 DEFAULT_LOOKBACK = timedelta(days=365)
@@ -372,3 +372,20 @@ def patients_with_new_observations(*, predictions: QuerySet[Any], limit: int = 1
 def outcome_by_source(*, source: str, source_id: str) -> Outcome | None:
     """The outcome recorded under one (source, source_id), e.g. ("clinpredict:web", "<use case>:<prediction id>")."""
     return Outcome.objects.filter(source=source, source_id=source_id).first()
+
+
+# --- Care teams ------------------------------------------------------------------------------------------------
+
+
+def care_team_patient_identifiers(*, user_id: int) -> QuerySet[Any]:
+    """The identifiers of the patients whose care team holds this user, as a subquery for other apps' filters."""
+    return CareTeamMember.objects.filter(user_id=user_id).values("patient__identifier")
+
+
+def care_team_holds(*, user_id: int, patient_ref: str) -> bool:
+    return bool(patient_ref) and CareTeamMember.objects.filter(user_id=user_id,
+                                                               patient__identifier=patient_ref).exists()
+
+
+def care_team_of(*, patient_id: int) -> list[CareTeamMember]:
+    return list(CareTeamMember.objects.filter(patient_id=patient_id).select_related("user").order_by("since"))

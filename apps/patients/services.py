@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from .fhir_mapping import (
     map_observation,
     map_patient,
 )
-from .models import IngestionRun, Observation, Outcome, Patient
+from .models import CareTeamMember, IngestionRun, Observation, Outcome, Patient
 from .selectors import (
     DEFAULT_LOOKBACK,
     ingestion_last_success,
@@ -736,3 +736,51 @@ def outcome_record(
         output={"present": present, "onset_at": onset_at.isoformat() if onset_at else None, "created": created},
     )
     return outcome, created
+
+
+# --- Care teams (who sees a patient's predictions without break-the-glass) --------------------------------------
+
+
+def _care_team_audit(actor: Actor, action: str, member: CareTeamMember) -> None:
+    audit_event_record(
+        actor=actor, action=action, object_type="care_team_member", object_id=str(member.pk),
+        patient_ref=member.patient.identifier,
+        output={"user": member.user.get_username(), "role": member.role, "since": member.since.isoformat()},
+    )
+
+
+@transaction.atomic
+def care_team_member_add(*, patient_id: int, user_id: int, role: str = CareTeamMember.Role.ATTENDING,
+                         since: date | None = None, actor: Actor) -> tuple[CareTeamMember, bool]:
+    """Put a user on a patient's care team (since `since`, default today), or update their role and start date.
+    Idempotent: the same call again changes nothing and records nothing. Returns (member, changed). Audited
+    ("care_team.member_add" / "care_team.member_update")."""
+    if role not in CareTeamMember.Role.values:
+        raise ApplicationError(f"Unknown care team role '{role}'.", code="invalid",
+                               fields={"role": [f"one of {', '.join(CareTeamMember.Role.values)}"]})
+    member = (CareTeamMember.objects.select_for_update().select_related("patient", "user")
+              .filter(patient_id=patient_id, user_id=user_id).first())
+    if member is None:
+        member = CareTeamMember.objects.create(patient_id=patient_id, user_id=user_id, role=role,
+                                               since=since or timezone.localdate(), added_by=actor.label)
+        _care_team_audit(actor, "care_team.member_add", member)
+        return member, True
+    since = since or member.since
+    if (member.role, member.since) == (role, since):
+        return member, False
+    member.role, member.since = role, since
+    member.save(update_fields=["role", "since"])
+    _care_team_audit(actor, "care_team.member_update", member)
+    return member, True
+
+
+@transaction.atomic
+def care_team_member_remove(*, member_id: int, actor: Actor) -> bool:
+    """Take a user off a patient's care team (audited, "care_team.member_remove"); False when there was no such
+    member."""
+    member = CareTeamMember.objects.select_for_update().select_related("patient", "user").filter(pk=member_id).first()
+    if member is None:
+        return False
+    _care_team_audit(actor, "care_team.member_remove", member)
+    member.delete()
+    return True

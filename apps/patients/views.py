@@ -16,7 +16,7 @@ from django.views.decorators.cache import never_cache
 from apps.core.charts import RiskPoint, risk_over_time_chart
 from apps.core.exceptions import ApplicationError, ServiceUnavailable
 from apps.predictions.forms import PatientReviewForm, ReviewedValue
-from apps.predictions.selectors import prediction_list
+from apps.predictions.selectors import PredictionReader, prediction_list
 from apps.predictions.services import PredictionRequest
 from apps.predictions.views import live_model, submit_prediction, unavailable_page
 from apps.registry.selectors import model_versions_champions
@@ -26,6 +26,7 @@ from .forms import PatientSearchForm
 from .models import Patient
 from .selectors import (
     AssembledValue,
+    care_team_holds,
     outcome_list,
     patient_features_assemble,
     patient_get,
@@ -152,7 +153,11 @@ def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
          "stale": now - obs.effective_at > STALE_AFTER}
         for obs in patient_latest_observations(patient_id=patient.pk)
     ]
-    predictions = list(prediction_list(patient_ref=patient.identifier)[:HISTORY_LIMIT])
+    # A clinician sees all of a care-team patient's predictions, else only their own (apps/predictions/selectors.py).
+    reader = PredictionReader.for_user(request.user)
+    predictions = list(prediction_list(reader=reader, patient_ref=patient.identifier)[:HISTORY_LIMIT])
+    history_limited = not reader.everything and not care_team_holds(user_id=request.user.pk,
+                                                                      patient_ref=patient.identifier)
     charts = []
     for use_case in sorted({p.use_case for p in predictions}):
         mine = [p for p in predictions if p.use_case == use_case]
@@ -165,6 +170,7 @@ def patient_detail(request: HttpRequest, patient_id: int) -> HttpResponse:
     return render(request, "patients/patient_detail.html", {
         "patient": patient, "sections": sections, "observations": observations, "predictions": predictions,
         "charts": charts, "outcomes": list(outcome_list(patient_identifier=patient.identifier)),
+        "history_limited": history_limited,
         "stale_days": STALE_AFTER.days, "now": now,
     })
 

@@ -23,7 +23,7 @@ from apps.core.exceptions import ApplicationError
 from .fhir import FHIRJSONRenderer, risk_assessment
 from .idempotency import prediction_create_idempotent, request_fingerprint, validate_key
 from .models import Prediction
-from .selectors import prediction_get, prediction_list
+from .selectors import READ_ALL_SCOPE, PredictionReader, prediction_get, prediction_list
 from .serializers import (
     PredictionFilterSerializer,
     PredictionInputSerializer,
@@ -32,12 +32,26 @@ from .serializers import (
 )
 from .services import PredictionRequest, patient_prediction_request, prediction_create_many
 
+# `predictions:read` reads the predictions the application created; `predictions:read:all` (granted only to some
+# applications, apps/core/oauth_scopes.py) widens it to every prediction and grants nothing on its own.
+READ_SCOPES = [["predictions:read"]]
+
+
+def reader_from_request(request: Request) -> PredictionReader:
+    """Who is asking: the token's application, widened to every prediction by `predictions:read:all`."""
+    token = request.auth
+    application = getattr(token, "application", None)
+    if application is None:
+        return PredictionReader()  # a token without an application owns nothing
+    return PredictionReader.for_application(client_id=application.client_id,
+                                            read_all=token.allow_scopes([READ_ALL_SCOPE]))
+
 
 class PredictionListCreateApi(APIView):
     authentication_classes = [BearerTokenAuthentication]
     permission_classes = [TokenMatchesOASRequirements]
     required_alternate_scopes = {
-        "GET": [["predictions:read"]],
+        "GET": READ_SCOPES,
         "POST": [["predictions:write"]],
     }
 
@@ -93,12 +107,15 @@ class PredictionListCreateApi(APIView):
         return Response(body if many else body[0], status=status.HTTP_201_CREATED, headers=headers)
 
     @extend_schema(operation_id="api_v1_predictions_list", parameters=[PredictionFilterSerializer],
-                   responses={200: paginated(PredictionSerializer)})
+                   responses={200: paginated(PredictionSerializer)},
+                   description="The predictions this application created, newest first; every prediction when the "
+                               "token also holds `predictions:read:all`.")
     def get(self, request: Request) -> Response:
         filters = PredictionFilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         params = filters.validated_data
         queryset = prediction_list(
+            reader=reader_from_request(request),
             use_case=params.get("use_case"),
             patient_ref=params.get("patient_id"),
             model_version=params.get("model_version"),
@@ -110,9 +127,10 @@ class PredictionListCreateApi(APIView):
         return paginator.get_paginated_response(predictions_represent(page))
 
 
-def _get_or_404(prediction_id: UUID) -> Prediction:
+def _get_or_404(request: Request, prediction_id: UUID) -> Prediction:
+    """Another application's prediction is "not found" too: its existence is not revealed."""
     try:
-        return prediction_get(prediction_id=prediction_id)
+        return prediction_get(prediction_id=prediction_id, reader=reader_from_request(request))
     except Prediction.DoesNotExist as exc:
         raise NotFound("No prediction with this id.") from exc
 
@@ -122,12 +140,14 @@ class PredictionDetailApi(APIView):
 
     authentication_classes = [BearerTokenAuthentication]
     permission_classes = [TokenMatchesOASRequirements]
-    required_alternate_scopes = {"GET": [["predictions:read"]]}
+    required_alternate_scopes = {"GET": READ_SCOPES}
     renderer_classes = [JSONRenderer, FHIRJSONRenderer]
 
-    @extend_schema(responses={200: PredictionSerializer})
+    @extend_schema(responses={200: PredictionSerializer},
+                   description="One prediction this application created (any, with `predictions:read:all`); another "
+                               "application's is 404, as if it did not exist.")
     def get(self, request: Request, prediction_id: UUID) -> Response:
-        prediction = _get_or_404(prediction_id)
+        prediction = _get_or_404(request, prediction_id)
         if isinstance(request.accepted_renderer, FHIRJSONRenderer):
             return Response(risk_assessment(prediction))
         return Response(predictions_represent([prediction])[0])
@@ -138,9 +158,9 @@ class RiskAssessmentApi(APIView):
 
     authentication_classes = [BearerTokenAuthentication]
     permission_classes = [TokenMatchesOASRequirements]
-    required_alternate_scopes = {"GET": [["predictions:read"]]}
+    required_alternate_scopes = {"GET": READ_SCOPES}
     renderer_classes = [FHIRJSONRenderer, JSONRenderer]
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT}, description="A FHIR R4 RiskAssessment resource.")
     def get(self, request: Request, prediction_id: UUID) -> Response:
-        return Response(risk_assessment(_get_or_404(prediction_id)))
+        return Response(risk_assessment(_get_or_404(request, prediction_id)))

@@ -172,3 +172,42 @@ class PatientReviewForm(PredictionForm):
             if math.isclose(canonical, shown.value, rel_tol=1e-9, abs_tol=1e-9):
                 references.add(shown.reference)
         return tuple(sorted(references))
+
+
+class BreakGlassForm(forms.Form):
+    """Why a clinician opens a prediction that is neither theirs nor of a patient in their care team (recorded in
+    the audit log with their name, as EHRs record an emergency access)."""
+
+    class Reason:
+        EMERGENCY = "emergency"
+        COVERING = "covering"
+        CONSULTATION = "consultation"
+        REFERRAL = "referral"
+        OTHER = "other"
+
+    REASONS = [
+        (Reason.EMERGENCY, "Emergency care of this patient"),
+        (Reason.COVERING, "Covering for a colleague who cares for this patient"),
+        (Reason.CONSULTATION, "Consultation requested by the patient's care team"),
+        (Reason.REFERRAL, "Patient referred to me, not yet on my care team"),
+        (Reason.OTHER, "Other reason (explain below)"),
+    ]
+    DETAIL_MAX = 500
+
+    reason = forms.ChoiceField(
+        label="Reason for access", choices=REASONS, widget=forms.RadioSelect,
+        error_messages={"required": "Reason for access: choose one.",
+                        "invalid_choice": "Reason for access: choose one of the reasons listed."},
+    )
+    detail = forms.CharField(
+        label="Details", required=False, max_length=DETAIL_MAX, widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=f"Required for “Other reason”; up to {DETAIL_MAX} characters. Do not enter clinical values.",
+        error_messages={"max_length": f"Details: at most {DETAIL_MAX} characters."},
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        cleaned["detail"] = " ".join(str(cleaned.get("detail") or "").split())
+        if cleaned.get("reason") == self.Reason.OTHER and not cleaned["detail"]:
+            self.add_error("detail", "Details: required when the reason is “Other reason”; say why you need access.")
+        return cleaned

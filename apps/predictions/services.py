@@ -13,7 +13,7 @@ import numpy as np
 from django.db import transaction
 
 from apps.audit.actors import Actor
-from apps.audit.services import AuditEventDraft, audit_events_record_many
+from apps.audit.services import AuditEventDraft, audit_event_record, audit_events_record_many
 from apps.core.context import request_id_var
 from apps.core.exceptions import ApplicationError, ServiceUnavailable
 from apps.patients.selectors import patient_by_identifier, patient_features_assemble
@@ -221,3 +221,18 @@ def patient_prediction_request(*, use_case: str, patient_ref: str, at: datetime 
                                fields={"patient_id": ["No stored patient has this identifier; send features instead."]})
     assembled = patient_features_assemble(patient_id=patient.pk, spec=model.spec, at=at)
     return PredictionRequest(use_case, assembled.features(), patient.identifier, tuple(assembled.basis))
+
+
+@transaction.atomic
+def prediction_break_glass(*, prediction: Prediction, actor: Actor, reason: str, detail: str, access_seconds: int,
+                           source_ip: str | None = None) -> int:
+    """Record that a person opens a prediction outside their own and their care team's (break-the-glass): who,
+    which prediction, which patient reference, the reason and for how long. Only the reference the prediction's own
+    audit event already carries, never a patient value. Returns the audit sequence number."""
+    event = audit_event_record(
+        actor=actor, action="prediction.break_glass", object_type="prediction", object_id=str(prediction.id),
+        patient_ref=prediction.patient_ref, model_version=prediction.model_label,
+        inputs={"reason": reason, "detail": detail}, output={"access_seconds": access_seconds},
+        source_ip=source_ip,
+    )
+    return event.seq

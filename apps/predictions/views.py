@@ -2,11 +2,14 @@
 Thin: validate, call one service or selector, render. Patient pages live in apps/patients/views.py."""
 
 import re
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import Http404, HttpRequest, HttpResponse
@@ -29,10 +32,10 @@ from apps.registry.loader import LoadedModel, champion_model
 from apps.registry.models import ModelVersion
 from apps.registry.selectors import model_version_get, model_versions_champions
 
-from .forms import PredictionForm
+from .forms import BreakGlassForm, PredictionForm
 from .models import Prediction
-from .selectors import prediction_get, prediction_list, predictions_recent_by_user
-from .services import PredictionRequest, prediction_create, validation_errors
+from .selectors import Access, PredictionReader, prediction_for_person, prediction_list, predictions_recent_by_user
+from .services import PredictionRequest, prediction_break_glass, prediction_create, validation_errors
 
 OUTCOME_SOURCE = "clinpredict:web"
 TOP_FACTORS = 10
@@ -43,7 +46,8 @@ TOP_FACTORS = 10
 def dashboard(request: HttpRequest) -> HttpResponse:
     new_data = []
     if request.user.has_perm("patients.view_patient"):
-        new_data = patients_with_new_observations(predictions=prediction_list(), limit=10)
+        new_data = patients_with_new_observations(
+            predictions=prediction_list(reader=PredictionReader.for_user(request.user)), limit=10)
     return render(request, "predictions/dashboard.html", {
         "champions": model_versions_champions(),
         "recent": predictions_recent_by_user(user_id=request.user.pk),
@@ -174,10 +178,11 @@ def _outcome_source_id(prediction: Prediction) -> str:
 
 
 def _render_result(request: HttpRequest, prediction: Prediction, outcome_form: OutcomeForm | None = None,
-                   status: int = 200) -> HttpResponse:
+                   status: int = 200, break_glass_until: datetime | None = None) -> HttpResponse:
     context = result_context(prediction)
     patient = patient_by_identifier(identifier=prediction.patient_ref) if prediction.patient_ref else None
     context.update({
+        "break_glass_until": break_glass_until,
         "patient": patient,
         "outcome": outcome_by_source(source=OUTCOME_SOURCE, source_id=_outcome_source_id(prediction)),
         "outcome_form": outcome_form or OutcomeForm(),
@@ -186,18 +191,75 @@ def _render_result(request: HttpRequest, prediction: Prediction, outcome_form: O
     return render(request, "predictions/result.html", context, status=status)
 
 
-def _prediction_or_404(prediction_id: UUID) -> Prediction:
+# --- Break-the-glass --------------------------------------------------------------------------------------------
+# A clinician opens a prediction that is neither theirs nor of a patient in their care team only after stating a
+# reason, which is recorded in the audit log (`prediction.break_glass`). The access then lasts
+# CLINPREDICT_BREAK_GLASS_SECONDS for that one prediction, in that session only (signing out ends it).
+
+BREAK_GLASS_SESSION_KEY = "clinpredict_break_glass"
+
+
+def _break_glass_until(request: HttpRequest, prediction_id: UUID) -> datetime | None:
+    expires = request.session.get(BREAK_GLASS_SESSION_KEY, {}).get(str(prediction_id))
+    return datetime.fromtimestamp(expires, UTC) if expires and expires > time.time() else None
+
+
+def _break_glass_grant(request: HttpRequest, prediction_id: UUID, seconds: int) -> None:
+    now = time.time()
+    grants = {key: expires for key, expires in request.session.get(BREAK_GLASS_SESSION_KEY, {}).items()
+              if expires > now}
+    grants[str(prediction_id)] = now + seconds
+    request.session[BREAK_GLASS_SESSION_KEY] = grants
+
+
+def _prediction_opened(request: HttpRequest, prediction_id: UUID) -> tuple[Prediction, bool, datetime | None]:
+    """(prediction, may see it now, until when a break-the-glass access lasts). 404 when there is no such one."""
     try:
-        return prediction_get(prediction_id=prediction_id)
+        prediction, access = prediction_for_person(prediction_id=prediction_id, user=request.user)
     except Prediction.DoesNotExist as exc:
         raise Http404("No such prediction.") from exc
+    if access is Access.GRANTED:
+        return prediction, True, None
+    until = _break_glass_until(request, prediction.id)
+    return prediction, until is not None, until
+
+
+def _break_glass_page(request: HttpRequest, prediction: Prediction, form: BreakGlassForm | None = None,
+                      status: int = 403) -> HttpResponse:
+    """Asks for the reason; shows nothing of the prediction itself."""
+    return render(request, "predictions/break_glass.html", {
+        "prediction_id": prediction.id, "form": form or BreakGlassForm(),
+        "minutes": round(settings.CLINPREDICT_BREAK_GLASS_SECONDS / 60),
+    }, status=status)
 
 
 @never_cache
 @login_required
 @permission_required("predictions.view_prediction", raise_exception=True)
 def prediction_detail(request: HttpRequest, prediction_id: UUID) -> HttpResponse:
-    return _render_result(request, _prediction_or_404(prediction_id))
+    prediction, allowed, until = _prediction_opened(request, prediction_id)
+    if not allowed:
+        return _break_glass_page(request, prediction)
+    return _render_result(request, prediction, break_glass_until=until)
+
+
+@never_cache
+@login_required
+@permission_required("predictions.view_prediction", raise_exception=True)
+@require_POST
+def prediction_break_glass_view(request: HttpRequest, prediction_id: UUID) -> HttpResponse:
+    prediction, allowed, _until = _prediction_opened(request, prediction_id)
+    if allowed:  # theirs to see already, or an access still running: nothing to record
+        return redirect("prediction-detail", prediction_id=prediction.id)
+    form = BreakGlassForm(request.POST)
+    if not form.is_valid():
+        return _break_glass_page(request, prediction, form, status=400)
+    seconds = settings.CLINPREDICT_BREAK_GLASS_SECONDS
+    prediction_break_glass(prediction=prediction, actor=actor_from_request(request),
+                           reason=form.cleaned_data["reason"], detail=form.cleaned_data["detail"],
+                           access_seconds=seconds, source_ip=source_ip_from_request(request))
+    _break_glass_grant(request, prediction.id, seconds)  # only once the audit event is committed
+    return redirect("prediction-detail", prediction_id=prediction.id)
 
 
 @never_cache
@@ -206,14 +268,16 @@ def prediction_detail(request: HttpRequest, prediction_id: UUID) -> HttpResponse
 @require_POST
 def prediction_outcome(request: HttpRequest, prediction_id: UUID) -> HttpResponse:
     """Record whether the predicted condition turned out present (source clinpredict:web, one record per prediction:
-    submitting again corrects it)."""
-    prediction = _prediction_or_404(prediction_id)
+    submitting again corrects it). Only on a prediction the person may open (break-the-glass included)."""
+    prediction, allowed, until = _prediction_opened(request, prediction_id)
+    if not allowed:
+        return _break_glass_page(request, prediction)
     patient = patient_by_identifier(identifier=prediction.patient_ref) if prediction.patient_ref else None
     if patient is None:
         raise Http404("This prediction is not linked to a patient in ClinPredict; an outcome cannot be recorded.")
     form = OutcomeForm(request.POST)
     if not form.is_valid():
-        return _render_result(request, prediction, form, status=400)
+        return _render_result(request, prediction, form, status=400, break_glass_until=until)
     try:
         _outcome, created = outcome_record(
             patient_id=patient.pk, use_case=prediction.use_case, present=form.cleaned_data["present"],
@@ -224,7 +288,7 @@ def prediction_outcome(request: HttpRequest, prediction_id: UUID) -> HttpRespons
         for field, errors in exc.fields.items():
             for error in errors:
                 form.add_error("onset_date" if field == "onset_at" else None, f"{exc.message} {error}")
-        return _render_result(request, prediction, form, status=exc.status_code)
+        return _render_result(request, prediction, form, status=exc.status_code, break_glass_until=until)
     messages.success(request, "Outcome recorded." if created else "Outcome updated.")
     return redirect("prediction-detail", prediction_id=prediction.id)
 

@@ -249,13 +249,19 @@ CACHES = {
 
 OAUTH2_SCOPES = {
     "predictions:write": "Create predictions",
-    "predictions:read": "Read predictions and the live model",
+    "predictions:read": "Read the predictions this application created, and the live model",
+    "predictions:read:all": "Read every application's and clinician's predictions (only for applications whose "
+                            "owner may see every prediction: CLINPREDICT_RESTRICTED_SCOPES)",
     "patients:read": "Read patients, observations and outcomes",
     "patients:write": "Write patients, observations and outcomes",
     "audit:read": "Read and export the audit log",
 }
+# A restricted scope is granted only to an application whose owner (Application.user) holds the permission named
+# here (apps/core/oauth_scopes.py); django-oauth-toolkit alone grants every scope to every application.
+CLINPREDICT_RESTRICTED_SCOPES = {"predictions:read:all": "patients.view_all_predictions"}
 OAUTH2_PROVIDER = {
     "SCOPES": OAUTH2_SCOPES,
+    "SCOPES_BACKEND_CLASS": "apps.core.oauth_scopes.ClinPredictScopes",
     "DEFAULT_SCOPES": ["predictions:read"],
     "ACCESS_TOKEN_EXPIRE_SECONDS": 3600,
     "REFRESH_TOKEN_EXPIRE_SECONDS": 14 * 24 * 3600,
@@ -300,6 +306,8 @@ SPECTACULAR_SETTINGS = {
 SESSION_IDLE_TIMEOUT_SECONDS = env.int("SESSION_IDLE_TIMEOUT_SECONDS", default=15 * 60)
 SESSION_ABSOLUTE_TIMEOUT_SECONDS = env.int("SESSION_ABSOLUTE_TIMEOUT_SECONDS", default=12 * 3600)
 SESSION_COOKIE_AGE = SESSION_ABSOLUTE_TIMEOUT_SECONDS
+# How long a break-the-glass access to one prediction lasts in the session that stated the reason (audited).
+CLINPREDICT_BREAK_GLASS_SECONDS = env.int("CLINPREDICT_BREAK_GLASS_SECONDS", default=15 * 60)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"

@@ -1,5 +1,6 @@
 """Every API view declares its OAuth2 scopes, and the scope matrix holds: for every endpoint and method, no token
-gives 401, a token without the required scope gives 403, and a token with it gets past authorization."""
+gives 401, a token without the required scope gives 403, and a token with it gets past authorization. Every scope
+the server grants is in the matrix."""
 
 from collections.abc import Iterator
 from typing import Any
@@ -8,7 +9,10 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.views import APIView
 
-SCOPES = ["predictions:read", "predictions:write", "patients:read", "patients:write", "audit:read"]
+# `predictions:read:all` only widens `predictions:read` (to other applications' predictions): alone it opens nothing,
+# so every endpoint must refuse it (tests/hostile/test_read_scoping.py covers what it widens).
+SCOPES = ["predictions:read", "predictions:write", "patients:read", "patients:write", "audit:read",
+          "predictions:read:all"]
 # Views that are deliberately not OAuth2-protected, and why.
 OPEN = {
     "SpectacularAPIView": "the OpenAPI schema is public",
@@ -90,3 +94,7 @@ def test_scope_matrix(db: None, api_client: Any, client: Any, path: str, method:
             assert status not in {401, 403}, f"{scope} should pass authorization, got {status}"
         elif scope not in allowed:
             assert status == 403, f"{scope} should be refused, got {status}"
+
+
+def test_the_matrix_covers_every_scope_the_server_grants(settings: Any) -> None:
+    assert set(SCOPES) == set(settings.OAUTH2_PROVIDER["SCOPES"])

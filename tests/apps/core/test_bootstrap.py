@@ -6,7 +6,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from oauth2_provider.models import Application
 
-from apps.patients.models import Patient
+from apps.audit.models import AuditEvent
+from apps.patients.models import CareTeamMember, Patient
 from apps.registry.models import ModelVersion
 
 
@@ -42,6 +43,10 @@ def test_bootstrap_demo_twice_creates_everything_once(db: None, fast_bootstrap: 
     assert "a champion is live; nothing to do" in second.getvalue()
     assert Patient.objects.filter(source="csv:demo").count() == 100
     assert "demo patients are loaded; nothing to do" in second.getvalue()
+    # The demo clinician cares for the demo patients (so they see all their predictions), added once and audited.
+    assert CareTeamMember.objects.filter(user__username="clinician", patient__source="csv:demo").count() == 100
+    assert AuditEvent.objects.filter(action="care_team.member_add").count() == 100
+    assert "the demo care team is in place; nothing to do" in second.getvalue()
 
 
 def test_bootstrap_without_password_generates_one_and_prints_it_once(db: None, fast_bootstrap: None,

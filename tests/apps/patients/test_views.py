@@ -92,12 +92,13 @@ def test_patient_page_shows_values_with_units_dates_sources_and_flags(champion: 
     assert "Predict for this patient" in page
 
 
-def test_patient_page_charts_prediction_history_and_lists_outcomes(champion: Any, clinician_client: Client,
-                                                                   patient: Patient,
+def test_patient_page_charts_prediction_history_and_lists_outcomes(champion: Any, clinician: Any,
+                                                                   clinician_client: Client, patient: Patient,
                                                                    valid_features: dict[str, Any]) -> None:
+    by_clinician = Actor(type="user", id="clinician", user_id=clinician.pk)  # their own predictions: listed
     for bmi in (28.0, 41.0):
         prediction_create(request=PredictionRequest("diabetes", {**valid_features, "bmi": bmi}, patient.identifier),
-                          actor=CLINICIAN, channel=Prediction.Channel.WEB)
+                          actor=by_clinician, channel=Prediction.Channel.WEB)
     outcome_record(patient_id=patient.pk, use_case="diabetes", present=True, actor=CLINICIAN,
                    source="clinpredict:web", source_id="diabetes:x")
 
@@ -236,11 +237,13 @@ def test_unknown_patient_is_404(champion: Any, clinician_client: Client) -> None
 
 
 def test_dashboard_lists_patients_with_observations_newer_than_their_last_prediction(
-        champion: Any, clinician_client: Client, patient: Patient, valid_features: dict[str, Any]) -> None:
+        champion: Any, clinician: Any, clinician_client: Client, patient: Patient,
+        valid_features: dict[str, Any]) -> None:
     quiet = Patient.objects.create(identifier="pt-quiet", source=FHIR, external_id="789")
+    by_clinician = Actor(type="user", id="clinician", user_id=clinician.pk)  # their own predictions: listed
     for person in (patient, quiet):
         prediction_create(request=PredictionRequest("diabetes", valid_features, person.identifier),
-                          actor=CLINICIAN, channel=Prediction.Channel.WEB)
+                          actor=by_clinician, channel=Prediction.Channel.WEB)
     _observation(patient, "39156-5", 34.0, "kg/m2", 34.0, days_ago=0, source_id="Observation/bmi-2")
     _observation(patient, "pedigree", 0.5, "1", 0.5, days_ago=0, source_id="Observation/ped-1", system=FEATURE_SYSTEM)
 

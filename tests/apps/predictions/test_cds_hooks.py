@@ -101,7 +101,8 @@ def test_risk_assessment_of_a_cds_prediction_points_at_its_observations(champion
     call(hook_request(FULL), signed(ehr_key))
     prediction = Prediction.objects.get()
 
-    resource = api_client("predictions:read").get(f"/fhir/RiskAssessment/{prediction.id}").json()
+    # A CDS prediction belongs to no OAuth2 application: reading it takes predictions:read:all.
+    resource = api_client("predictions:read predictions:read:all").get(f"/fhir/RiskAssessment/{prediction.id}").json()
 
     assert {b["reference"] for b in resource["basis"]} == {"Observation/b-1", "Observation/bp-1", "Observation/g-new"}
 

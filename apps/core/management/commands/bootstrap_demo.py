@@ -33,6 +33,7 @@ class Command(BaseCommand):
         self._ensure_model(use_case, seed)
         self._ensure_patients()
         self._ensure_users()
+        self._ensure_care_team()
         self._ensure_client()
 
     def _ensure_model(self, use_case: str, seed: int) -> None:
@@ -99,6 +100,22 @@ class Command(BaseCommand):
             self.stdout.write(f"[users] {names} use CLINPREDICT_DEMO_PASSWORD")
         else:
             self.stdout.write(f"[users] {names} exist; passwords unchanged")
+
+    def _ensure_care_team(self) -> None:
+        """The demo clinician cares for the demo patients, so they see those patients' predictions (whoever made
+        them) without break-the-glass."""
+        from django.contrib.auth import get_user_model
+
+        from apps.patients.selectors import patient_list
+        from apps.patients.services import care_team_member_add
+
+        clinician = get_user_model().objects.filter(username="clinician").first()
+        if clinician is None:
+            return
+        added = sum(care_team_member_add(patient_id=patient_id, user_id=clinician.pk, actor=ACTOR)[1]
+                    for patient_id in patient_list(source="csv:demo").values_list("pk", flat=True))
+        self.stdout.write(f"[care team] clinician is on the care team of {added} more demo patients"
+                          if added else "[care team] the demo care team is in place; nothing to do")
 
     def _ensure_client(self) -> None:
         client = demo_oauth_client_ensure(
