@@ -2,10 +2,12 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import csp.constants
 import csp.middleware
 import csp.utils
+import django_prometheus.middleware
 from django.conf import settings
 from django.contrib.auth import logout
 from django.contrib.auth.views import redirect_to_login
@@ -99,3 +101,15 @@ class CSPMiddleware(csp.middleware.CSPMiddleware):
             response[csp.constants.HEADER] = header
         request.csp_nonce = csp.middleware.CheckableLazyObject(self._csp_nonce_post_response)  # type: ignore[attr-defined]
         return response
+
+
+class PrometheusAfterMiddleware(django_prometheus.middleware.PrometheusAfterMiddleware):
+    """django-prometheus' request metrics, with the `method` label always one of the standard methods or
+    "<invalid method>". django-prometheus already does so for its counters but labels the latency histogram with the
+    raw request method, which a client chooses freely (gunicorn accepts any upper-case token): each invented method
+    would add a histogram series to /metrics."""
+
+    def label_metric(self, metric: Any, request: Any, response: Any = None, **labels: Any) -> Any:
+        if "method" in labels:
+            labels["method"] = self._method(request)
+        return super().label_metric(metric, request, response, **labels)

@@ -1,12 +1,13 @@
 """Monitoring pages for model admins (drift with charts, realised performance, retraining and scoring runs) and the
 /metrics endpoint. Read-only and thin: selectors in, templates out."""
 
+import logging
 import os
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.decorators import login_required, permission_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -16,6 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from apps.audit.selectors import audit_backup_status
 
 from . import charts
+from .access import metrics_access_allowed
 from .metrics import scrape_time_collectors
 from .selectors import (
     daily_summaries_recent,
@@ -32,6 +34,8 @@ from .selectors import (
 
 VIEW_PERMISSION = "monitoring.view_driftcheck"
 
+logger = logging.getLogger(__name__)
+
 
 @never_cache
 @require_GET
@@ -39,7 +43,14 @@ def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus text format. Under gunicorn (PROMETHEUS_MULTIPROC_DIR set) the samples of every worker process are
     summed from the shared directory (django-prometheus' request metrics and ours), plus the collectors that read
     stored state (audit chain, drift, realised performance, retraining); otherwise this process's registry, where
-    those collectors are registered at start-up."""
+    those collectors are registered at start-up.
+
+    Only for the monitoring network or the metrics token (apps/monitoring/access.py); anyone else gets a 403 that
+    says nothing about the metrics, before any collector runs."""
+    if not metrics_access_allowed(request):
+        logger.warning("metrics scrape refused: address outside CLINPREDICT_METRICS_ALLOWED_NETWORKS and no valid "
+                       "metrics token")
+        return HttpResponseForbidden("Forbidden\n", content_type="text/plain; charset=utf-8")
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         MultiProcessCollector(registry)

@@ -17,8 +17,7 @@ from apps.audit.services import AuditEventDraft, audit_event_record, audit_event
 from apps.core.context import request_id_var
 from apps.core.exceptions import ApplicationError, ServiceUnavailable
 from apps.patients.selectors import patient_by_identifier, patient_features_assemble
-from apps.registry.loader import LoadedModel, challenger_model, champion_model
-from apps.registry.selectors import use_case_is_known
+from apps.registry.loader import LoadedModel, challenger_model, champion_model, known_use_cases
 from apps.registry.services import shadow_predictions_create
 from ml.validation import RecordResult, validate_record
 
@@ -44,13 +43,17 @@ class _Scored:
 
 
 def _champion(use_case: str) -> LoadedModel:
+    """The live model of a registered use case. An unknown one is refused (400, naming the accepted use cases)
+    before any cache entry or metric label is made for it (apps/registry/loader.py)."""
     model = champion_model(use_case)
     if model is not None:
         return model
-    if use_case_is_known(use_case=use_case):
+    known = known_use_cases()
+    if use_case in known:
         raise ServiceUnavailable(f"No champion model is live for use case '{use_case}'.", code="no_champion")
+    accepted = ", ".join(sorted(known)) or "none (no model is registered yet)"
     raise ApplicationError(f"Unknown use case '{use_case}'.", code="unknown_use_case",
-                           fields={"use_case": [f"'{use_case}' has no registered model."]})
+                           fields={"use_case": [f"'{use_case}' has no registered model; accepted: {accepted}."]})
 
 
 def _score(model: LoadedModel, validated: Sequence[tuple[PredictionRequest, RecordResult]]) -> list[_Scored]:
@@ -74,7 +77,7 @@ def validation_errors(*, use_case: str, features: Mapping[str, Any]) -> dict[str
     model = _champion(use_case)
     result = validate_record(model.spec, features)
     if not result.ok:
-        metrics.REJECTIONS.labels(use_case, "invalid_features").inc()
+        metrics.REJECTIONS.labels(model.use_case, "invalid_features").inc()
     return dict(result.errors)
 
 
@@ -165,6 +168,7 @@ def prediction_create_many(
     errors: dict[str, Any] = {}
     models: dict[str, LoadedModel] = {}
     validated: list[tuple[PredictionRequest, RecordResult]] = []
+    refused: ApplicationError | None = None
     for index, request in enumerate(requests):
         try:
             model = models.get(request.use_case) or _champion(request.use_case)
@@ -172,14 +176,17 @@ def prediction_create_many(
             if isinstance(exc, ServiceUnavailable):
                 raise
             errors[str(index)] = exc.fields
+            refused = exc
             continue
         models[request.use_case] = model
         result = validate_record(model.spec, request.features)
         if not result.ok:
-            metrics.REJECTIONS.labels(request.use_case, "invalid_features").inc()
+            metrics.REJECTIONS.labels(model.use_case, "invalid_features").inc()  # registered, never the raw input
             errors[str(index)] = dict(result.errors)
         validated.append((request, result))
     if errors:
+        if refused is not None and len(requests) == 1:
+            raise refused  # e.g. unknown_use_case, naming the use cases accepted
         if len(requests) == 1:
             raise ApplicationError("Some features are invalid.", code="invalid_features", fields=errors["0"])
         raise ApplicationError("Some predictions in the batch are invalid; nothing was stored.",

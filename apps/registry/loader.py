@@ -12,6 +12,13 @@ the model served is exactly the file that was validated; a file that does not ma
 error (ModelIntegrityError, HTTP 503), a critical log line and the `clinpredict_model_integrity_ok` gauge at 0.
 The champion (and challenger) of a use case is looked up at most every CLINPREDICT_CHAMPION_CACHE_SECONDS per
 process, so a promotion reaches every web worker within that time without a restart.
+
+Bounded by what is registered, never by what a client sends: a use case is known when it has a registered
+ModelVersion (`known_use_cases`, read from the database and kept for CLINPREDICT_CHAMPION_CACHE_SECONDS as one
+set). An unknown use case gets None from `champion_model` before any cache entry or metric label is made for it,
+so a client cannot grow this process's memory or /metrics by inventing names. Loaded models are kept only while
+their version is live (champion or challenger): when a use case's live version changes, the version it replaced
+is dropped from the cache.
 """
 
 import logging
@@ -29,7 +36,7 @@ from ml.schema import UseCaseSpec
 from . import metrics
 from .artifacts import ModelIntegrityError, model_dir, read_verified, registered_artifacts
 from .models import ModelVersion
-from .selectors import model_version_challenger, model_version_champion
+from .selectors import model_version_challenger, model_version_champion, use_cases
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -40,7 +47,7 @@ if TYPE_CHECKING:
 # every management command (an audit export, a backup) would otherwise pay for libraries it never uses.
 
 __all__ = ["LoadedModel", "ModelIntegrityError", "ModelNotMigrated", "champion_model", "challenger_model",
-           "clear_caches", "load_version", "model_dir"]
+           "clear_caches", "known_use_cases", "load_version", "model_dir", "use_case_known"]
 
 MIGRATE_COMMAND = "python manage.py migrate_model_artifacts"
 
@@ -89,8 +96,30 @@ class LoadedModel:
 
 
 _lock = threading.Lock()
+# (version id, onnx sha256) -> loaded model; only live versions stay (see _forget_replaced).
 _models: dict[tuple[int, str], LoadedModel] = {}
+# (use case, status) -> (monotonic time looked up, live version id or None); only known use cases get an entry.
 _live: dict[tuple[str, str], tuple[float, int | None]] = {}
+# (monotonic time read, registered use cases): one set, as large as the registry.
+_known: tuple[float, frozenset[str]] | None = None
+
+
+def known_use_cases() -> frozenset[str]:
+    """The use cases with a registered model version: the only names that may become a cache key or a metric label.
+    Read from the database at most every CLINPREDICT_CHAMPION_CACHE_SECONDS per process (like the champion), so a
+    flood of invented names costs at most one query per interval."""
+    global _known
+    now = time.monotonic()
+    cached = _known
+    if cached is not None and now - cached[0] < settings.CLINPREDICT_CHAMPION_CACHE_SECONDS:
+        return cached[1]
+    known = frozenset(use_cases())
+    _known = (now, known)
+    return known
+
+
+def use_case_known(use_case: str) -> bool:
+    return use_case in known_use_cases()
 
 
 def _explainer(version: ModelVersion) -> "Explainer":
@@ -169,13 +198,37 @@ def load_version(version: ModelVersion) -> LoadedModel:
         metrics.MODEL_INTEGRITY_OK.labels(version.use_case).set(1)
         if is_champion:
             metrics.CHAMPION_LOADED.labels(version.use_case).set(1)
+        # Loaded outside champion_model/challenger_model (a management command, a test): keep at most this one of
+        # the use case's versions that no use case serves.
+        live = {version_id for _at, version_id in _live.values()}
+        for other in [k for k, m in _models.items() if m.use_case == version.use_case and k[0] not in live]:
+            del _models[other]
         _models[key] = loaded
         return loaded
+
+
+def _forget_replaced(replaced: int | None) -> None:
+    """Drop the loaded files of a version that no use case serves any more (caller holds _lock). A request still
+    holding the model finishes with it; the next one loads what is live."""
+    if replaced is None or any(version_id == replaced for _at, version_id in _live.values()):
+        return
+    for key in [key for key in _models if key[0] == replaced]:
+        del _models[key]
+
+
+def _set_live(use_case: str, status: str, now: float, version_id: int | None) -> None:
+    with _lock:
+        previous = _live.get((use_case, status))
+        _live[(use_case, status)] = (now, version_id)
+        if previous is not None and previous[1] != version_id:
+            _forget_replaced(previous[1])
 
 
 def _live_model(use_case: str, status: str) -> LoadedModel | None:
     now = time.monotonic()
     cached = _live.get((use_case, status))
+    if cached is None and not use_case_known(use_case):
+        return None  # unknown: no cache entry, no metric label, no lookup (the caller refuses the name)
     if cached is not None and now - cached[0] < settings.CLINPREDICT_CHAMPION_CACHE_SECONDS:
         version_id = cached[1]
         if version_id is None:
@@ -187,7 +240,7 @@ def _live_model(use_case: str, status: str) -> LoadedModel | None:
         version = model_version_champion(use_case=use_case)
     else:
         version = model_version_challenger(use_case=use_case)
-    _live[(use_case, status)] = (now, version.pk if version else None)
+    _set_live(use_case, status, now, version.pk if version else None)
     if version is None:
         if status == ModelVersion.Status.CHAMPION:
             metrics.CHAMPION_LOADED.labels(use_case).set(0)
@@ -207,6 +260,13 @@ def challenger_model(use_case: str) -> LoadedModel | None:
 
 
 def clear_caches() -> None:
+    global _known
     with _lock:
         _models.clear()
         _live.clear()
+        _known = None
+
+
+def cache_sizes() -> dict[str, int]:
+    """Entries held by this process's caches (for tests and the operator's curiosity)."""
+    return {"models": len(_models), "live": len(_live), "known_use_cases": len(_known[1]) if _known else 0}

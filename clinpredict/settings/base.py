@@ -8,11 +8,13 @@ Every variable can also come from a file: `<NAME>_FILE=/run/secrets/...` (Docker
 """
 
 from datetime import timedelta
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
 import environ
 from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
 
 from .secrets import SecretFileEnv
 
@@ -64,7 +66,7 @@ MIDDLEWARE = [
     "apps.core.middleware.CSPMiddleware",
     "apps.core.middleware.NoStoreMiddleware",
     "axes.middleware.AxesMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "apps.core.middleware.PrometheusAfterMiddleware",  # django-prometheus' with the method label bounded
 ]
 
 # django-axes first: it refuses a locked-out (username, address) before any password is checked.
@@ -419,6 +421,29 @@ CELERY_BROKER_TRANSPORT_OPTIONS.update({
     "unacked_restore_interval": env.int("CELERY_UNACKED_RESTORE_INTERVAL_SECONDS", default=10),
     "unacked_restore_throttle": env.int("CELERY_UNACKED_RESTORE_THROTTLE", default=10),
 })
+# Who may read the web's /metrics: a client address (apps/core/net.py, behind TRUSTED_PROXY_COUNT proxies) inside
+# one of these networks, or any client presenting `Authorization: Bearer <CLINPREDICT_METRICS_TOKEN>` (best as
+# CLINPREDICT_METRICS_TOKEN_FILE); anyone else gets 403. Default: loopback only (local.py opens it for development).
+# Docker compose and Kubernetes give Prometheus the token (docs/deploy.md).
+METRICS_TOKEN_MIN_LENGTH = 32
+
+
+def metrics_networks(value: list[str]) -> list[str]:
+    """The CIDR list of CLINPREDICT_METRICS_ALLOWED_NETWORKS, checked at start-up (a typo must not open or close
+    /metrics silently)."""
+    try:
+        return [str(ip_network(item.strip(), strict=False)) for item in value if item.strip()]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"CLINPREDICT_METRICS_ALLOWED_NETWORKS: {exc} (expected CIDR blocks such as "
+                                   "10.0.0.0/8,127.0.0.1/32, comma-separated)") from None
+
+
+CLINPREDICT_METRICS_ALLOWED_NETWORKS = metrics_networks(
+    env.list("CLINPREDICT_METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128"]))
+CLINPREDICT_METRICS_TOKEN = env.str("CLINPREDICT_METRICS_TOKEN", default="")
+if CLINPREDICT_METRICS_TOKEN and len(CLINPREDICT_METRICS_TOKEN) < METRICS_TOKEN_MIN_LENGTH:
+    raise ImproperlyConfigured(f"CLINPREDICT_METRICS_TOKEN must be at least {METRICS_TOKEN_MIN_LENGTH} characters "
+                               "(e.g. python -c 'import secrets; print(secrets.token_hex(32))').")
 # The worker's own /metrics (Celery task outcomes; the web's /metrics cannot see the worker's processes). 0: off.
 CELERY_WORKER_METRICS_PORT = env.int("CELERY_WORKER_METRICS_PORT", default=0)
 CELERY_WORKER_METRICS_ADDRESS = env.str("CELERY_WORKER_METRICS_ADDRESS", default="127.0.0.1")

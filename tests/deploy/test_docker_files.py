@@ -53,11 +53,12 @@ RUNTIME_SECRETS = {"django_secret_key", "db_app_password", "audit_backup_key"}
 SECRET_MOUNTS: dict[str, set[str]] = {
     "db-roles": {"django_secret_key", "postgres_superuser_password", "db_owner_password", "db_app_password"},
     "migrate": {"django_secret_key", "db_owner_password"},
-    "web": RUNTIME_SECRETS,
+    "web": RUNTIME_SECRETS | {"metrics_token"},  # /metrics answers only with it
     "worker": RUNTIME_SECRETS,
     "beat": RUNTIME_SECRETS,
     "postgres": {"postgres_superuser_password"},
     "grafana": {"grafana_admin_password"},
+    "prometheus": {"metrics_token"},  # sends it when scraping web
 }
 SECRETS = set().union(*SECRET_MOUNTS.values())
 # An environment key that names a secret: it may only be a pass-through (no value in the file), or its _FILE form.
@@ -628,6 +629,10 @@ def test_prometheus_scrapes_web_metrics_and_loads_the_alert_rules() -> None:
     ]
     assert len(web_jobs) == 1
     assert web_jobs[0].get("metrics_path", "/metrics") == "/metrics"
+    # web's /metrics refuses a scrape without the token: Prometheus reads it from the secret both containers mount
+    assert web_jobs[0]["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_token"}
+    web = _compose_raw()["services"]["web"]
+    assert web["environment"]["CLINPREDICT_METRICS_TOKEN_FILE"] == "/run/secrets/metrics_token"
     # compose mounts both files side by side, where the relative rule_files entry resolves
     mounts = _compose_raw()["services"]["prometheus"]["volumes"]
     assert "./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
