@@ -25,10 +25,6 @@ def model_versions_champions() -> QuerySet[ModelVersion]:
     return ModelVersion.objects.filter(status=ModelVersion.Status.CHAMPION).order_by("use_case")
 
 
-def use_case_is_known(*, use_case: str) -> bool:
-    return ModelVersion.objects.filter(use_case=use_case).exists()
-
-
 def model_version_get(*, use_case: str, version: int) -> ModelVersion:
     try:
         return ModelVersion.objects.get(use_case=use_case, version=version)
