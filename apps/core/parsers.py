@@ -4,7 +4,9 @@ DRF's `JSONParser` reads however many bytes are sent, lets Python's `json` recur
 ends in `RecursionError`, a 500), keeps the last of two equal keys, turns `1e309` into `inf` and a 400-digit integer
 into an int that `float()` cannot convert later. Here:
 
-- the body may hold at most `CLINPREDICT_MAX_BODY_BYTES` bytes (413, before the rest is read);
+- the body may hold at most `CLINPREDICT_MAX_BODY_BYTES` bytes (413). A declared length over it is refused before
+  the body is read by `BodyLimitMiddleware` (apps/core/middleware.py); Django's DATA_UPLOAD_MAX_MEMORY_SIZE is the
+  same number, and the check here also stops a body that understates or omits its length;
 - it must be UTF-8 JSON (400 `parse_error`, with the line and column);
 - objects and arrays may nest at most `CLINPREDICT_MAX_JSON_DEPTH` levels, checked by a linear scan before `json` runs
   (400 `nesting_too_deep`), so the parser's recursion is always bounded;

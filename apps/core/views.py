@@ -117,10 +117,10 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
     if not request.path.startswith(JSON_ERROR_PREFIXES):
         return defaults.bad_request(request, exception or SuspiciousOperation())
     if isinstance(exception, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE  # CLINPREDICT_MAX_BODY_BYTES unless a deployment split them
         return _error("request_too_large",
-                      f"The request body is larger than {settings.CLINPREDICT_MAX_BODY_BYTES:,} bytes, the limit "
-                      "(CLINPREDICT_MAX_BODY_BYTES). Send fewer items per request.", 413,
-                      limit_bytes=settings.CLINPREDICT_MAX_BODY_BYTES)
+                      f"The request body is larger than {limit:,} bytes, the limit (CLINPREDICT_MAX_BODY_BYTES). "
+                      "Send fewer items per request.", 413, limit_bytes=limit)
     if isinstance(exception, TooManyFieldsSent | TooManyFilesSent):
         return _error("too_many_fields", "The form has more fields than the server accepts "
                       f"({settings.DATA_UPLOAD_MAX_NUMBER_FIELDS}).", 400)
