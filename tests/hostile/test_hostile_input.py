@@ -79,6 +79,20 @@ def test_a_10_mb_body_to_the_token_endpoint_is_a_json_413(db: None, oauth_app: A
     assert assert_error(response, 413, "request_too_large", fields=set())["limit_bytes"] == 2_621_440
 
 
+def test_djangos_own_body_refusals_are_json_on_api_paths(db: None, oauth_app: Any, settings: Any,
+                                                         nothing_stored: Any, assert_error: Any) -> None:
+    """Refusals Django raises itself while a view reads the body (RequestDataTooBig under its own limit, here set
+    below ours; TooManyFieldsSent) answer in the error shape too."""
+    with nothing_stored():
+        too_many = Client().post("/o/token/", data="&".join(f"f{i}=1" for i in range(1001)).encode(),
+                                 content_type="application/x-www-form-urlencoded")
+        settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+        too_big = Client().post("/o/token/", data=b"grant_type=client_credentials&scope=" + b"a" * 2000,
+                                content_type="application/x-www-form-urlencoded")
+    assert "1,000 bytes" in assert_error(too_big, 413, "request_too_large", fields=set())["message"]
+    assert "1000" in assert_error(too_many, 400, "too_many_fields", fields=set())["message"]
+
+
 def test_a_10_mb_body_to_a_page_keeps_the_html_answer(db: None) -> None:
     response = Client().post("/accounts/login/", data=b"username=" + b"a" * TEN_MB,
                              content_type="application/x-www-form-urlencoded")
