@@ -25,5 +25,9 @@ urlpatterns = [
     path("", include("apps.predictions.urls")),
 ]
 
-# A path that matches no route answers in the API error shape under the API prefixes, HTML elsewhere.
+# Errors Django answers itself (no route, a body too large before any view, an unhandled exception) answer in the API
+# error shape under the API prefixes, HTML elsewhere.
+handler400 = "apps.core.views.bad_request"
+handler403 = "apps.core.views.permission_denied"
 handler404 = "apps.core.views.not_found"
+handler500 = "apps.core.views.server_error"

@@ -77,7 +77,10 @@ def _record_value(feature: FeatureSpec, raw: Any) -> tuple[float | None, list[st
     if not _is_number(value):
         what = "true/false" if isinstance(value, bool | np.bool_) else type(value).__name__
         return None, [f"must be a number ({feature.range_text()}), got {what}"]
-    fvalue = float(value)
+    try:
+        fvalue = float(value)
+    except OverflowError:  # an int beyond the range of a double (a 400-digit integer)
+        fvalue = math.inf
     if not math.isfinite(fvalue):
         return None, [f"must be a finite number ({feature.range_text()})"]
     try:

@@ -23,6 +23,7 @@ from django.db import connection, models
 from drf_spectacular.contrib.django_oauth_toolkit import DjangoOAuthToolkitScheme
 from oauth2_provider.contrib.rest_framework import OAuth2Authentication
 from oauth2_provider.models import get_access_token_model, get_application_model
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
 # (model, its concrete fields, each field's converters: what the ORM's compiler applies to a fetched value)
@@ -87,17 +88,36 @@ def load_access_token(token: str) -> Any:
     return access_token
 
 
+class InvalidToken(AuthenticationFailed):
+    default_code = "invalid_token"
+
+
 class BearerTokenAuthentication(OAuth2Authentication):
     def authenticate(self, request: Request) -> tuple[Any, Any] | None:
         header = request.META.get("HTTP_AUTHORIZATION", "")
         parts = header.split()
         if len(parts) != 2 or parts[0].lower() != "bearer" or "access_token" in request.META.get("QUERY_STRING", ""):
-            return super().authenticate(request)
+            return self._toolkit_authenticate(request)
         access_token = load_access_token(parts[1])
         if (access_token is None or access_token.resource or not access_token.is_valid([])
                 or (access_token.application is not None and not access_token.application.is_usable(request))):
-            return super().authenticate(request)  # the toolkit refuses it, with its own error and challenge
+            return self._toolkit_authenticate(request)  # the toolkit refuses it, with its own error and challenge
         return access_token.user, access_token
+
+    def _toolkit_authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        """The toolkit's check. A token that was presented but refused (unknown, expired, revoked, for another
+        resource) is a 401 `invalid_token` saying so (RFC 6750 section 3.1), with the toolkit's challenge
+        (`WWW-Authenticate: Bearer realm="api",error="invalid_token",...`); no token at all stays DRF's
+        "credentials were not provided"."""
+        result = super().authenticate(request)
+        if result is not None:
+            return result
+        error = getattr(request, "oauth2_error", None) or {}
+        if error.get("error") == "invalid_token":
+            description = error.get("error_description") or "The access token is invalid."
+            raise InvalidToken(f"The access token is invalid or expired ({description.rstrip('.')}); "
+                               "request a new one from /o/token/.")
+        return None
 
 
 class BearerTokenScheme(DjangoOAuthToolkitScheme):

@@ -11,9 +11,12 @@ import django_prometheus.middleware
 from django.conf import settings
 from django.contrib.auth import logout
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 
 from .context import request_id_var
+from .exception_handler import error_body
+from .parsers import too_large
+from .views import JSON_ERROR_PREFIXES
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
@@ -34,6 +37,27 @@ class RequestIdMiddleware:
         response = self.get_response(request)
         response["X-Request-ID"] = request_id
         return response
+
+
+class BodyLimitMiddleware:
+    """Refuses an API request whose declared body is over CLINPREDICT_MAX_BODY_BYTES with 413 in the API's error
+    shape, before anything reads it. Without it Django raises RequestDataTooBig from whichever code first touches
+    the body, which the 400 handler also answers with 413 (apps/core/views.py), but only after logging a traceback
+    as a security error for what is usually a client sending too large a batch."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith(JSON_ERROR_PREFIXES):
+            try:
+                declared = int(request.META.get("CONTENT_LENGTH") or 0)
+            except ValueError:
+                declared = 0
+            if declared > settings.CLINPREDICT_MAX_BODY_BYTES:
+                error = too_large(declared)
+                return JsonResponse(error_body(error.code, error.message, **error.extra), status=error.status_code)
+        return self.get_response(request)
 
 
 class SessionTimeoutMiddleware:

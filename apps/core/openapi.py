@@ -12,7 +12,8 @@ ERROR_SCHEMA = {
             "properties": {
                 "code": {"type": "string", "description": "Stable machine-readable code"},
                 "message": {"type": "string", "description": "What went wrong, for a person"},
-                "fields": {"type": "object", "description": "Field (or batch index) -> messages",
+                "fields": {"type": "object", "description": "Field (a name, a batch index, or a JSON path such as "
+                                                          "`features.glucose.value` or `0.patient_id`) -> messages",
                            "additionalProperties": True},
             },
             "additionalProperties": True,
@@ -27,7 +28,12 @@ ERRORS = {
     "412": "A precondition failed (e.g. the caller's FHIR server could not be read)",
     "422": "Idempotency-Key reused with a different body",
     "429": "Too many requests for this client; see Retry-After",
+    "500": "An unexpected error; `error.request_id` names it in the server's logs (nothing was stored)",
     "503": "No live model, or the database is unavailable; retry later",
+}
+# Only where a request body is read.
+BODY_ERRORS = {
+    "413": "The body is larger than CLINPREDICT_MAX_BODY_BYTES (`error.limit_bytes`)",
 }
 
 
@@ -43,7 +49,8 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
             media = {"application/json"} | {
                 media_type for code, response in responses.items() if str(code).startswith("2")
                 for media_type in response.get("content", {}) if media_type == "application/fhir+json"}
-            for status, description in ERRORS.items():
+            errors = {**ERRORS, **(BODY_ERRORS if method in {"post", "put", "patch"} else {})}
+            for status, description in sorted(errors.items()):
                 responses.setdefault(status, {"description": description,
                                               "content": {m: {"schema": ref} for m in sorted(media)}})
     return result

@@ -3,11 +3,21 @@
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from django.views.defaults import page_not_found
+
+from .context import request_id_var
 
 
 @never_cache
@@ -84,12 +94,50 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 
 API_PREFIXES = ("/api/", "/fhir/", "/cds-services", "/o/")
+# Where every error is JSON: the API, FHIR and CDS Hooks, and the OAuth2 endpoints that answer JSON (not
+# /o/authorize/, a page for people).
+JSON_ERROR_PREFIXES = ("/api/", "/fhir/", "/cds-services", "/o/token/", "/o/revoke_token/", "/o/introspect/")
+
+
+def _error(code: str, message: str, status: int, **extra: Any) -> JsonResponse:
+    return JsonResponse({"error": {"code": code, "message": message, "fields": {}, **extra}}, status=status)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """404 in the API's error shape under the API prefixes (a path that matches no route, e.g. a malformed id);
     the clinician's HTML page everywhere else."""
     if request.path.startswith(API_PREFIXES):
-        return JsonResponse({"error": {"code": "not_found", "message": "No such resource.", "fields": {}}},
-                            status=404)
+        return _error("not_found", "No such resource.", 404)
     return page_not_found(request, exception or Http404())
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's 400s raised before any view (a body over DATA_UPLOAD_MAX_MEMORY_SIZE read by a middleware or a form
+    view, too many form fields, a disallowed host): the API's error shape on API paths, 413 for a body too large."""
+    if not request.path.startswith(JSON_ERROR_PREFIXES):
+        return defaults.bad_request(request, exception or SuspiciousOperation())
+    if isinstance(exception, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE  # CLINPREDICT_MAX_BODY_BYTES unless a deployment split them
+        return _error("request_too_large",
+                      f"The request body is larger than {limit:,} bytes, the limit (CLINPREDICT_MAX_BODY_BYTES). "
+                      "Send fewer items per request.", 413, limit_bytes=limit)
+    if isinstance(exception, TooManyFieldsSent | TooManyFilesSent):
+        return _error("too_many_fields", "The form has more fields than the server accepts "
+                      f"({settings.DATA_UPLOAD_MAX_NUMBER_FIELDS}).", 400)
+    return _error("bad_request", "The request could not be accepted.", 400)
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if not request.path.startswith(JSON_ERROR_PREFIXES):
+        return defaults.permission_denied(request, exception or PermissionDenied())
+    return _error("permission_denied", "You do not have permission to perform this action.", 403)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """500 (an exception nothing else handled; Django has logged it with its traceback and the request id): JSON
+    with the request id on API paths, so the caller can quote it; the plain page elsewhere."""
+    if not request.path.startswith(JSON_ERROR_PREFIXES):
+        return defaults.server_error(request)
+    request_id = getattr(request, "request_id", "") or request_id_var.get()
+    return _error("server_error", f"An unexpected error occurred and was logged with request id {request_id}; "
+                  "nothing was stored. Retry later, or report the request id.", 500, request_id=request_id)

@@ -2,6 +2,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from apps.core.validators import validate_identifier
+
 from .models import Observation, Outcome, Patient
 
 
@@ -30,11 +32,13 @@ class OutcomeSerializer(serializers.ModelSerializer):
 
 
 class OutcomeInputSerializer(serializers.Serializer):
-    patient_id = serializers.CharField(max_length=64, help_text="The stored patient's identifier")
-    use_case = serializers.CharField(max_length=64)
+    patient_id = serializers.CharField(max_length=64, help_text="The stored patient's identifier",
+                                       validators=[validate_identifier])
+    use_case = serializers.CharField(max_length=64, validators=[validate_identifier])
     present = serializers.BooleanField(help_text="Whether the condition turned out present")
     onset_at = serializers.DateTimeField(required=False, allow_null=True, default=None)
     source_id = serializers.CharField(max_length=200, required=False, allow_blank=True, default="",
+                                      validators=[validate_identifier],
                                       help_text="Your own id for this record: resending it updates, never duplicates")
     prediction_id = serializers.UUIDField(required=False, allow_null=True, default=None)
 
@@ -48,14 +52,15 @@ class OutcomeInputSerializer(serializers.Serializer):
 
 
 class ObservationFilterSerializer(serializers.Serializer):
-    code = serializers.CharField(required=False, max_length=64)
+    code = serializers.CharField(required=False, max_length=64, validators=[validate_identifier])
     since = serializers.DateTimeField(required=False)
 
 
 class PatientFilterSerializer(serializers.Serializer):
-    identifier = serializers.CharField(required=False, max_length=64, help_text="Identifier prefix")
+    identifier = serializers.CharField(required=False, max_length=64, help_text="Identifier prefix",
+                                       validators=[validate_identifier])
 
 
 class OutcomeFilterSerializer(serializers.Serializer):
-    patient_id = serializers.CharField(required=False, max_length=64)
-    use_case = serializers.CharField(required=False, max_length=64)
+    patient_id = serializers.CharField(required=False, max_length=64, validators=[validate_identifier])
+    use_case = serializers.CharField(required=False, max_length=64, validators=[validate_identifier])

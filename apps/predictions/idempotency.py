@@ -12,6 +12,7 @@ from django.db import connection, transaction
 
 from apps.audit.actors import Actor
 from apps.core.exceptions import ApplicationError
+from apps.core.validators import refusal as identifier_refusal
 
 from .models import IdempotencyRecord, Prediction
 from .services import PredictionRequest, prediction_create_many
@@ -31,10 +32,12 @@ def request_fingerprint(body: Any) -> str:
 
 
 def validate_key(key: str) -> str:
-    if not 1 <= len(key) <= MAX_KEY_LENGTH or not key.isprintable():
+    wrong = identifier_refusal(key) or (None if key.isprintable() else "Contains a character that is not printable.")
+    if not 1 <= len(key) <= MAX_KEY_LENGTH or wrong:
         raise ApplicationError(
             f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} printable characters.", code="invalid_idempotency_key",
-            fields={"Idempotency-Key": [f"1 to {MAX_KEY_LENGTH} printable characters, e.g. a UUID."]},
+            fields={"Idempotency-Key": [f"{wrong + ' ' if wrong else ''}"
+                                        f"Accepted: 1 to {MAX_KEY_LENGTH} printable characters, e.g. a UUID."]},
         )
     return key
 

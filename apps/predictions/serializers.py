@@ -3,6 +3,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from apps.core.validators import validate_identifier
+
 from .models import Prediction
 
 
@@ -20,9 +22,9 @@ class StrictSerializer(serializers.Serializer):
 
 
 class PredictionInputSerializer(StrictSerializer):
-    use_case = serializers.CharField(max_length=64)
+    use_case = serializers.CharField(max_length=64, validators=[validate_identifier])
     patient_id = serializers.CharField(
-        max_length=128, required=False, allow_blank=True, default="",
+        max_length=128, required=False, allow_blank=True, default="", validators=[validate_identifier],
         help_text="The patient's identifier. Without `features`, it must name a stored patient: the model's features "
                   "are then assembled from that patient's latest observations.",
     )
@@ -110,8 +112,8 @@ def predictions_represent(predictions: Iterable[Prediction]) -> list[dict[str, A
 
 
 class PredictionFilterSerializer(serializers.Serializer):
-    use_case = serializers.CharField(required=False)
-    patient_id = serializers.CharField(required=False)
-    model_version = serializers.CharField(required=False)
+    use_case = serializers.CharField(required=False, validators=[validate_identifier])
+    patient_id = serializers.CharField(required=False, validators=[validate_identifier])
+    model_version = serializers.CharField(required=False, validators=[validate_identifier])
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)

@@ -54,6 +54,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "apps.core.middleware.RequestIdMiddleware",
+    "apps.core.middleware.BodyLimitMiddleware",  # 413 for an API body over CLINPREDICT_MAX_BODY_BYTES, unread
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -223,7 +224,8 @@ REST_FRAMEWORK = {
     # Deny by default: every API view must declare its own permission and scopes.
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # Bounded in size and depth, strict about numbers, duplicate keys and surrogates (apps/core/parsers.py).
+    "DEFAULT_PARSER_CLASSES": ["apps.core.parsers.StrictJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "apps.core.exception_handler.api_exception_handler",
@@ -231,6 +233,13 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
+
+# Request bodies: at most this many bytes (413 above it, in the API's error shape; Django's own limit on form bodies is
+# the same number) and JSON nested at most this deep (400 above it). The largest prediction batch (1,000 items) is
+# well under 1 MB and nests 4 levels; a CDS Hooks request with a prefetch Bundle about 10.
+CLINPREDICT_MAX_BODY_BYTES = env.int("CLINPREDICT_MAX_BODY_BYTES", default=2_621_440)
+DATA_UPLOAD_MAX_MEMORY_SIZE = CLINPREDICT_MAX_BODY_BYTES
+CLINPREDICT_MAX_JSON_DEPTH = env.int("CLINPREDICT_MAX_JSON_DEPTH", default=32)
 
 # Requests per client (OAuth2 application) and period; one prediction request may carry a batch of up to 1,000.
 CLINPREDICT_API_THROTTLE_RATE = env.str("CLINPREDICT_API_THROTTLE_RATE", default="6000/min")

@@ -94,6 +94,12 @@ def test_record_disguised_missing_code_is_rejected_not_imputed(diabetes_spec: Us
     assert "between 2 and 900" in r.errors["insulin"][0]
 
 
+@pytest.mark.parametrize("bad", [10**400, -(10**400), {"value": 10**309, "unit": "mmol/L"}])
+def test_record_an_integer_beyond_a_double_is_not_finite(diabetes_spec: UseCaseSpec, bad: object) -> None:
+    r = validate_record(diabetes_spec, {**GOOD, "glucose": bad})  # float() would raise OverflowError
+    assert r.errors["glucose"][0].startswith("must be a finite number")
+
+
 @pytest.mark.parametrize("bad", [True, "148", [148], float("nan"), float("inf")])
 def test_record_rejects_non_numbers(diabetes_spec: UseCaseSpec, bad: object) -> None:
     r = validate_record(diabetes_spec, {**GOOD, "glucose": bad})
