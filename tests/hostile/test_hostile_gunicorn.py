@@ -18,7 +18,7 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
-REDIS_CACHE = "redis://127.0.0.1:6379/3"
+REDIS_CACHE = "redis://127.0.0.1:6379/14"  # the test cache db of tests/deploy; keys under a prefix of this server only
 ACCESS_TOKEN = "hostile-gunicorn-access-token-0123456789"  # noqa: S105 - throwaway test database
 TEN_MB = 10 * 1024 * 1024
 
