@@ -5,6 +5,8 @@ Checks (limits from settings.CLINPREDICT_PROMOTION_GATE):
 - ``parity``: the ONNX file reproduced the fitted pipeline (max |p_onnx - p_joblib| <= max_onnx_parity_abs_diff).
 - ``test_auroc``: the held-out AUROC is recorded and >= min_test_auroc.
 - ``calibration_slope``: the held-out calibration slope is recorded and within [calibration_slope_min, _max].
+- ``signal``: ``ml train`` did not find the data without signal (``manifest["signal"]["verdict"]`` is not
+  "no_signal"; its reasons are the refusal's). Versions trained before the verdict existed pass, saying so.
 - ``feature_spec``: the version's feature contract is compatible with the live one (the current champion's), see
   `spec_incompatibilities` for the definition. With no champion there is no live contract and the check passes.
 
@@ -154,6 +156,18 @@ def _check_slope(version: ModelVersion, limits: dict[str, float]) -> GateCheck:
     return GateCheck("calibration_slope", ok, f"calibration slope {slope:.3f} {where} [{low:.2f}, {high:.2f}]")
 
 
+def _check_signal(version: ModelVersion) -> GateCheck:
+    signal = version.manifest.get("signal")
+    if not isinstance(signal, dict) or "verdict" not in signal:
+        return GateCheck("signal", True, "no signal verdict recorded (trained before ml train assessed it)")
+    if signal["verdict"] == "no_signal":
+        reasons = "; ".join(str(r) for r in signal.get("reasons") or []) or "no reason recorded"
+        return GateCheck("signal", False, f"the training data showed no signal: {reasons}")
+    ci = signal.get("cv_auroc_ci") or [None, None]
+    shown = f" (CV AUROC 95% CI {ci[0]:.3f}-{ci[1]:.3f})" if None not in ci else ""
+    return GateCheck("signal", True, f"the training data showed signal{shown}")
+
+
 def _check_spec(version: ModelVersion, live: ModelVersion | None) -> GateCheck:
     if live is None:
         return GateCheck("feature_spec", True, "no live model: this version's contract becomes the live one")
@@ -173,6 +187,7 @@ def promotion_gate_evaluate(*, version: ModelVersion, live: ModelVersion | None)
         _check_parity(version, limits),
         _check_auroc(version, limits),
         _check_slope(version, limits),
+        _check_signal(version),
         _check_spec(version, live),
     ]
     return GateVerdict(version.label, live.label if live else None, checks)
