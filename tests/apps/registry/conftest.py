@@ -24,7 +24,7 @@ def other_trained_dir(tmp_path_factory: pytest.TempPathFactory, pima_csv: Path) 
     from ml.training import TrainConfig
 
     out = tmp_path_factory.mktemp("runs-other") / "diabetes"
-    train_run(spec=UseCaseSpec.load(DIABETES_SPEC), data_path=pima_csv, out_dir=out, seed=11,
+    train_run(spec=UseCaseSpec.load(DIABETES_SPEC), data_path=pima_csv, out_dir=out, seed=11, model_type="xgboost",
               config=TrainConfig.fast(), tracking=False)
     return out
 
