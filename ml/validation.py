@@ -90,7 +90,7 @@ def _record_value(feature: FeatureSpec, raw: Any) -> tuple[float | None, list[st
     except UnitError:
         return None, [f"unknown unit {unit!r}; accepted: {_accepted_units_text(feature)}"]
     if feature.type == "binary" and canonical not in (0.0, 1.0):
-        return None, [f"must be {feature.binary_accepted_text()}"]
+        return None, [f"must be 0 or 1; accepted: {feature.binary_accepted_text()}"]
     if feature.type == "categorical" and (canonical != int(canonical) or not feature.in_range(canonical)):
         return None, [f"must be one of {', '.join(feature.categories)} (or its index 0-{len(feature.categories) - 1})"]
     if not feature.in_range(canonical):
