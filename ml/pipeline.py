@@ -252,6 +252,8 @@ def train_run(
                     "min": f.min,
                     "max": f.max,
                     "allow_missing": f.allow_missing,
+                    **({"categories": list(f.categories)} if f.categories else {}),
+                    **({"labels": list(f.labels)} if f.labels else {}),
                 }
                 for f in spec.features
             ],

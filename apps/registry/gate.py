@@ -84,7 +84,8 @@ def spec_incompatibilities(live: dict[str, Any], candidate: dict[str, Any]) -> l
     2. per feature the same type and the same canonical unit (a bare number means the canonical unit, so a changed
        canonical unit would silently misread every caller that sends bare numbers);
     3. the same LOINC code where both name one (a different code is a different measurement);
-    4. for categorical features the same categories;
+    4. for categorical features the same categories; for binary features with declared labels (``[No, Yes]``) the
+       same labels in the same order (a swapped or dropped label would misread or refuse a caller's text value);
     5. every unit the live model accepts is still accepted, with the same conversion factor (new units may be
        added);
     6. no feature the live model lets callers leave out becomes required.
@@ -111,6 +112,9 @@ def spec_incompatibilities(live: dict[str, Any], candidate: dict[str, Any]) -> l
             problems.append(f"{name}: LOINC {new['loinc']} differs from the live {old['loinc']}")
         if old.get("categories") != new.get("categories") and (old.get("categories") or new.get("categories")):
             problems.append(f"{name}: categories differ from the live model's")
+        if old.get("labels") and old.get("labels") != new.get("labels"):
+            problems.append(f"{name}: binary labels {new.get('labels') or 'none'} differ from the live "
+                            f"{old.get('labels')}")
         dropped = sorted(_accepted_units(old) - _accepted_units(new))
         if dropped:
             problems.append(f"{name}: no longer accepts unit(s) {', '.join(dropped)}")

@@ -206,6 +206,20 @@ def test_spec_changes_that_would_break_callers_are_incompatible(trained_dir: Pat
     assert any(problem in p for p in problems), problems
 
 
+def test_swapped_or_dropped_binary_labels_are_incompatible() -> None:
+    live = {"use_case": "u", "features": [{"name": "sex", "type": "binary", "unit": None,
+                                            "labels": ["Female", "Male"]}]}
+    swapped = copy.deepcopy(live)
+    swapped["features"][0]["labels"] = ["Male", "Female"]
+    dropped = copy.deepcopy(live)
+    del dropped["features"][0]["labels"]
+
+    assert spec_incompatibilities(live, swapped) == [
+        "sex: binary labels ['Male', 'Female'] differ from the live ['Female', 'Male']"]
+    assert spec_incompatibilities(live, dropped) == ["sex: binary labels none differ from the live ['Female', 'Male']"]
+    assert spec_incompatibilities(dropped, live) == []  # declaring labels only adds accepted values
+
+
 def test_challenger_is_not_held_to_metric_limits_but_must_match_the_spec(champion: Any, register: Any,
                                                                          edited_copy: Any) -> None:
     weak = register(edited_copy(lambda m: m["metrics"]["test"].update(auroc=0.55, calibration_slope=3.0)))
