@@ -30,6 +30,19 @@ def other_trained_dir(tmp_path_factory: pytest.TempPathFactory, pima_csv: Path) 
 
 
 @pytest.fixture(scope="session")
+def logistic_trained_dir(tmp_path_factory: pytest.TempPathFactory, pima_csv: Path) -> Path:
+    """A real `ml train` run of the penalised logistic family (fast settings). Treat as read-only."""
+    from ml.pipeline import train_run
+    from ml.schema import UseCaseSpec
+    from ml.training import TrainConfig
+
+    out = tmp_path_factory.mktemp("runs-logistic") / "diabetes"
+    train_run(spec=UseCaseSpec.load(DIABETES_SPEC), data_path=pima_csv, out_dir=out, seed=7, model_type="logistic",
+              config=TrainConfig.fast(), tracking=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def mlp_trained_dir(tmp_path_factory: pytest.TempPathFactory, pima_csv: Path) -> Path:
     """A real `ml train` run of the MLP (fast settings). Treat as read-only."""
     from ml.pipeline import train_run
