@@ -59,6 +59,13 @@ def render_markdown(manifest: dict[str, Any], validation: dict[str, Any]) -> str
         "(regenerate with `python -m ml card`).",
         "",
     ]
+    signal = manifest.get("signal") or {}
+    if signal.get("verdict") == "no_signal":
+        L += ["## NO SIGNAL: do not use this model", ""]
+        L += ["The training data showed no usable signal for the outcome, so this model's risks are not better "
+              "than chance and the promotion gate refuses it:", ""]
+        L += [f"- {r}." for r in signal.get("reasons", [])]
+        L += [f"- Rule: {signal.get('rule', '')}.", ""]
 
     L += ["## 1. Intended use (TRIPOD+AI 3, 4)", ""]
     L += [spec.get("intended_use") or f"{HUMAN} intended use.", ""]
@@ -121,6 +128,7 @@ def render_markdown(manifest: dict[str, Any], validation: dict[str, Any]) -> str
     cand_rows = [[str(c["params"]), _f(c["auroc"]), _f(c["auprc"]), _f(c["brier"])]
                  for c in manifest["cv"]["candidates"]]
     L += _table(["candidate", "CV AUROC", "CV AUPRC", "CV Brier"], cand_rows)
+    L += _family_section(manifest)
 
     L += ["## 5. Performance (TRIPOD+AI 23, 24)", ""]
     L += [f"Test part: {test['n']} rows, {test['events']} events. 95% CIs: stratified percentile bootstrap "
@@ -188,6 +196,43 @@ def render_markdown(manifest: dict[str, Any], validation: dict[str, Any]) -> str
         "",
     ]
     return "\n".join(L)
+
+
+def _family_section(manifest: dict[str, Any]) -> list[str]:
+    """Every model family's CV result and why one was chosen; small-data handling and the final fit."""
+    sel = manifest.get("model_selection")
+    L: list[str] = []
+    if sel:
+        L += ["### Model family", ""]
+        L += [f"- Requested: `{sel.get('requested', manifest['model_type'])}`; chosen: **{sel['chosen']}**. "
+              f"{sel['reason']}.", f"- Rule: {sel['rule']}.", ""]
+        rows = []
+        for family, res in sel["families"].items():
+            c = res["cv"]
+            rows.append([family + (" (chosen)" if family == sel["chosen"] else ""),
+                         f"{_f(c['auroc'])} ± {_f(c['se']['auroc'])}",
+                         f"{_f(c['log_loss'])} ± {_f(c['se']['log_loss'])}",
+                         _f(c["brier"]), c["n_folds"], len(res["candidates"]), f"`{res['selected_params']}`"])
+        L += _table(["family", "CV AUROC ± SE", "CV log loss ± SE", "CV Brier", "folds", "candidates",
+                     "best candidate"], rows)
+    small = manifest.get("small_data")
+    if small and small.get("active"):
+        o = small.get("optimism") or {}
+        L += ["### Small data", ""]
+        L += [f"- {small['n_rows']} rows and {small['n_events']} events are below the small-data thresholds "
+              f"({small['thresholds']['rows']} rows or {small['thresholds']['events']} events): selection used "
+              f"{small['cv_repeats']}x repeated CV."]
+        if o:
+            L += [f"- Bootstrap optimism ({o['n_boot']} resamples): apparent AUROC {_f(o['apparent_auroc'])}, optimism "
+                  f"{_f(o['optimism_auroc'])}, corrected AUROC **{_f(o['corrected_auroc'])}**; calibration slope "
+                  f"apparent {_f(o['apparent_calibration_slope'])}, corrected {_f(o['corrected_calibration_slope'])}. "
+                  f"{o['method']}."]
+        L += [""]
+    final = manifest.get("final_fit")
+    if final:
+        L += [f"- Final model: fitted on {final['rows']} ({final['n_rows']} rows, {final['n_events']} events). "
+              f"{final['evidence']}.", ""]
+    return L
 
 
 def _inline(text: str) -> str:

@@ -74,18 +74,42 @@ def cmd_train(args: argparse.Namespace) -> int:
     t = manifest["metrics"]["test"]
     cv = manifest["metrics"]["cv"]
     b = manifest["linear_baseline"]["test"]
+    sel = manifest["model_selection"]
     print(f"model:      {manifest['model_type']} -> {args.out}")
+    for family, res in sel["families"].items():
+        c = res["cv"]
+        mark = "*" if family == sel["chosen"] else " "
+        print(f"  {mark} {family:<9} CV AUROC {c['auroc']:.3f} ± {c['se']['auroc']:.3f} (SE), log loss "
+              f"{c['log_loss']:.3f}, {c['n_folds']} folds, best {json.dumps(res['selected_params'], sort_keys=True)}")
+    print(f"chosen:     {sel['chosen']}: {sel['reason']}")
     print(f"CV:         AUROC {cv['auroc']:.3f} ± {cv['auroc_sd']:.3f}, AUPRC {cv['auprc']:.3f}")
     print(f"test:       AUROC {t['auroc']:.3f} (95% CI {t['auroc_ci'][0]:.3f}-{t['auroc_ci'][1]:.3f}), "
           f"AUPRC {t['auprc']:.3f} (95% CI {t['auprc_ci'][0]:.3f}-{t['auprc_ci'][1]:.3f}), Brier {t['brier']:.3f}, "
           f"calibration slope {t['calibration_slope']:.2f} intercept {t['calibration_intercept']:.2f}")
     print(f"baseline:   logistic AUROC {b['auroc']:.3f} (95% CI {b['auroc_ci'][0]:.3f}-{b['auroc_ci'][1]:.3f})")
+    small = manifest["small_data"]
+    if small["active"]:
+        o = small["optimism"]
+        print(f"small data: {small['n_rows']} rows, {small['n_events']} events; {small['cv_repeats']}x repeated CV; "
+              f"optimism-corrected AUROC {o['corrected_auroc']:.3f} (apparent {o['apparent_auroc']:.3f}, "
+              f"{o['n_boot']} resamples)")
+    if manifest["final_fit"]["refit_on_all_rows"]:
+        print(f"final fit:  refitted on all {manifest['final_fit']['n_rows']} rows; the test figures above are the "
+              "same procedure fitted on the training part")
     print(f"threshold:  {manifest['threshold']:.4f} ({manifest['threshold_rule']})")
     print(f"parity:     max |p_joblib - p_onnx| = {manifest['onnx_parity_max_abs_diff']:.2e}")
     print(f"onnx:       sha256 {manifest['artifacts']['model.onnx']['sha256']}")
     if manifest.get("mlflow_run_id"):
         print(f"mlflow:     run {manifest['mlflow_run_id']}, {manifest['mlflow_model_name']} "
               f"version {manifest['mlflow_model_version']}")
+    signal = manifest["signal"]
+    if signal["verdict"] == "no_signal":
+        warning = ("WARNING: NO SIGNAL: this data shows no usable signal for the outcome; the model is written but "
+                   "the promotion gate will refuse it. " + "; ".join(signal["reasons"]))
+        print(warning)
+        _progress(warning)
+    else:
+        print(f"signal:     yes (CV AUROC 95% CI {signal['cv_auroc_ci'][0]:.3f}-{signal['cv_auroc_ci'][1]:.3f})")
     return EXIT_OK
 
 
@@ -115,6 +139,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         same = split.sha256 == manifest["split_sha256"]
         note = f"{args.part} part of the training split (split sha256 {'matches' if same else 'DIFFERS from'} " \
                "the manifest)"
+        if args.part == "test" and (manifest.get("final_fit") or {}).get("refit_on_all_rows"):
+            note += ("; NOT held out: this model was refitted on all rows (small data), so these figures are "
+                     "apparent performance, not the manifest's held-out estimate")
     threshold = float(manifest["threshold"])
     p = model.predict_proba(data.X[rows])[:, 1]
     y = data.y[rows]
@@ -219,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True, help="run folder (replaced atomically on success)")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--model", choices=("xgboost", "mlp"), default="xgboost")
+    p.add_argument("--model", choices=("auto", "logistic", "xgboost", "mlp"), default="auto",
+                   help="model family; auto (default): every family's CV search, the simplest within one standard "
+                        "error of the best wins")
     p.add_argument("--params", help="YAML file whose 'train' section holds TrainConfig fields (e.g. params.yaml)")
     p.add_argument("--fast", action="store_true", help="small grid, 3 folds, 200 bootstrap resamples")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")

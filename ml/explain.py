@@ -7,6 +7,8 @@ explains with ml/serving_explain.py instead (non-pickle files, no scikit-learn),
 - XGBoost: exact TreeSHAP (``pred_contribs=True``). With Platt (sigmoid) calibration the calibrated log-odds are
   ``a * margin + b``, so contributions are multiplied by ``a`` and stay exact for the calibrated model. With
   isotonic calibration (not linear) the contributions explain the underlying booster's log-odds.
+- Logistic regression: the same occlusion, which for a linear model is exactly coefficient x (standardised value -
+  standardised reference), additive.
 - MLP: occlusion against the training medians: contribution_j = logit p(x) - logit p(x with feature j set to its
   training median). A missing input is imputed with the median, so it contributes 0. Contributions do not sum
   exactly to the log-odds (interactions are not split).
@@ -28,6 +30,10 @@ def explanation_method(model: ClinicalModel) -> str:
         if model.calibrator is not None:
             return "TreeSHAP (exact, XGBoost pred_contribs) scaled by the Platt slope: calibrated log-odds scale"
         return "TreeSHAP (exact, XGBoost pred_contribs), log-odds scale"
+    if model.model_type == "logistic":
+        return ("exact linear contributions: coefficient x (standardised value - standardised training median; "
+                "one-hot features: category vs the most frequent category), by occlusion, calibrated log-odds "
+                "scale" + (" (isotonic calibration: not additive)" if model.calibrator is not None else ""))
     return "occlusion against training medians, calibrated log-odds scale"
 
 

@@ -263,6 +263,9 @@ def explainer_artifact(model: ClinicalModel) -> tuple[str, bytes, dict[str, Any]
     elif model.model_type == "mlp":
         kind, name = "mlp_occlusion", serving_explain.MLP_WEIGHTS_FILE
         raw = _mlp_weights(model).to_json()
+    elif model.model_type == "logistic":
+        kind, name = "logistic_linear", serving_explain.LINEAR_WEIGHTS_FILE
+        raw = _mlp_weights(model).to_json()
     else:
         raise ExportError(f"no serving explainer for model type {model.model_type!r}")
     cal = model.calibrator
@@ -284,18 +287,54 @@ def explainer_artifact(model: ClinicalModel) -> tuple[str, bytes, dict[str, Any]
 
 
 def _mlp_weights(model: ClinicalModel) -> Any:
+    """The fitted MLP or logistic pipeline as ``ml.serving_explain.MLPWeights`` (a logistic regression is one layer
+    with an identity activation)."""
     from ml.serving_explain import MLPWeights
 
     steps = dict(model.pipeline.steps)
-    if list(steps) != ["impute", "scale", "mlp"]:
-        raise ExportError(f"cannot write the MLP explainer for pipeline steps {list(steps)}")
-    imputer, scaler, mlp = steps["impute"], steps["scale"], steps["mlp"]
-    if getattr(imputer, "strategy", None) != "median" or mlp.out_activation_ != "logistic":
-        raise ExportError("the MLP explainer supports median imputation and a logistic output only")
+    names = list(steps)
+    last_name = names[-1]
+    if names not in (["impute", "scale", last_name], ["encode", last_name]) or last_name not in ("mlp", "logreg"):
+        raise ExportError(f"cannot write the explainer for pipeline steps {names}")
+    numeric_columns: tuple[int, ...] = ()
+    one_hot: list[tuple[int, float, tuple[float, ...]]] = []
+    if "encode" in steps:
+        num: Any = None
+        for tname, transformer, columns in steps["encode"].transformers_:
+            if tname == "num":
+                num, numeric_columns = transformer, tuple(int(c) for c in columns)
+            elif tname.startswith("cat"):
+                imp, enc = transformer.named_steps["impute"], transformer.named_steps["onehot"]
+                one_hot.append((int(columns[0]), float(imp.statistics_[0]),
+                                tuple(float(v) for v in enc.categories_[0])))
+            elif transformer != "drop":
+                raise ExportError(f"cannot write the explainer for encoding step {tname!r}")
+        if num is not None:
+            imputer, scaler = num.named_steps["impute"], num.named_steps["scale"]
+            impute, mean, scale = imputer.statistics_, scaler.mean_, scaler.scale_
+        else:
+            impute = mean = scale = np.zeros(0)
+            imputer = None
+    else:
+        imputer, scaler = steps["impute"], steps["scale"]
+        impute, mean, scale = imputer.statistics_, scaler.mean_, scaler.scale_
+    if imputer is not None and getattr(imputer, "strategy", None) != "median":
+        raise ExportError("the explainer supports median imputation of numeric columns only")
+    final = steps[last_name]
+    if last_name == "mlp":
+        if final.out_activation_ != "logistic":
+            raise ExportError("the MLP explainer supports a logistic output only")
+        coefs = tuple(np.asarray(c) for c in final.coefs_)
+        intercepts = tuple(np.asarray(b) for b in final.intercepts_)
+        activation, out_activation, fmt = str(final.activation), str(final.out_activation_), "clinpredict-mlp"
+    else:
+        coefs = (np.asarray(final.coef_).T.copy(),)
+        intercepts = (np.asarray(final.intercept_),)
+        activation, out_activation, fmt = "identity", "logistic", "clinpredict-linear"
     return MLPWeights(
-        impute=np.asarray(imputer.statistics_), mean=np.asarray(scaler.mean_), scale=np.asarray(scaler.scale_),
-        coefs=tuple(np.asarray(c) for c in mlp.coefs_), intercepts=tuple(np.asarray(b) for b in mlp.intercepts_),
-        activation=str(mlp.activation), out_activation=str(mlp.out_activation_),
+        impute=np.asarray(impute), mean=np.asarray(mean), scale=np.asarray(scale), coefs=coefs,
+        intercepts=intercepts, activation=activation, out_activation=out_activation,
+        numeric_columns=numeric_columns, one_hot=tuple(one_hot), format=fmt,
     )
 
 

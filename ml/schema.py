@@ -17,6 +17,8 @@ import yaml
 
 FeatureType = Literal["numeric", "binary", "categorical"]
 FEATURE_TYPES: tuple[str, ...] = ("numeric", "binary", "categorical")
+BINARY_TRUE: frozenset[str] = frozenset({"1", "1.0", "true", "yes"})
+BINARY_FALSE: frozenset[str] = frozenset({"0", "0.0", "false", "no"})
 
 
 class SpecError(ValueError):
@@ -58,6 +60,35 @@ class FeatureSpec:
     categories: tuple[str, ...] = ()
     unit_rules: tuple[UnitRule, ...] = ()
     description: str | None = None
+    # Binary only: the two values the data (and callers) use for 0 and 1, e.g. ("No", "Yes"), ("Female", "Male").
+    labels: tuple[str, ...] = ()
+    # Categorical only: True when the categories are ordered (kept as codes 0..k-1 for every model family);
+    # False (nominal, the default): one-hot encoded for the logistic and MLP families, codes for trees.
+    ordinal: bool = False
+
+    @property
+    def one_hot(self) -> bool:
+        """Whether the linear and MLP families see this feature one-hot encoded (a nominal categorical)."""
+        return self.type == "categorical" and not self.ordinal
+
+    def binary_code(self, value: str) -> float | None:
+        """0.0/1.0 for a text value of a binary feature: one of its declared ``labels`` (first = 0), or
+        0/1/true/false/yes/no (case-insensitive); None when the text is none of them."""
+        text = value.strip()
+        for code, label in enumerate(self.labels):
+            if text == label or text.lower() == label.lower():
+                return float(code)
+        lowered = text.lower()
+        if lowered in BINARY_TRUE:
+            return 1.0
+        if lowered in BINARY_FALSE:
+            return 0.0
+        return None
+
+    def binary_accepted_text(self) -> str:
+        """The values a binary feature accepts, for error messages."""
+        named = f"{self.labels[0]}/{self.labels[1]}, " if self.labels else ""
+        return f"{named}0/1 or true/false"
 
     @property
     def accepted_units(self) -> tuple[str, ...]:
@@ -111,6 +142,10 @@ class FeatureSpec:
             out["unit_rules"] = [r.to_dict() for r in self.unit_rules]
         if self.description is not None:
             out["description"] = self.description
+        if self.labels:
+            out["labels"] = list(self.labels)
+        if self.ordinal:
+            out["ordinal"] = True
         return out
 
     @classmethod
@@ -142,6 +177,22 @@ class FeatureSpec:
             raise SpecError(f"{where}: a categorical feature needs a categories list")
         if ftype == "categorical":
             lo, hi = 0.0, float(len(categories) - 1)
+        labels = tuple(str(x) for x in d.get("labels") or ())
+        if labels:
+            if ftype != "binary":
+                raise SpecError(f"{where}: labels are for binary features (categorical ones have categories)")
+            if len(labels) != 2 or labels[0].lower() == labels[1].lower():
+                raise SpecError(f"{where}: labels must be two different values [value for 0, value for 1], "
+                                f"got {list(labels)}")
+            clash = [x for x in labels if x.lower() in BINARY_TRUE | BINARY_FALSE]
+            if clash and [x.lower() for x in labels] not in (["0", "1"], ["false", "true"], ["no", "yes"]):
+                raise SpecError(f"{where}: labels {list(labels)} would read {clash[0]!r} against its usual meaning; "
+                                "0/1, true/false and yes/no are always accepted")
+        ordinal = d.get("ordinal", False)
+        if not isinstance(ordinal, bool):
+            raise SpecError(f"{where}: ordinal must be true or false")
+        if ordinal and ftype != "categorical":
+            raise SpecError(f"{where}: ordinal applies to categorical features only")
         rules = tuple(
             UnitRule(unit=str(r["unit"]), below=_number(r["below"], f"{where}: unit_rules below"))
             for r in d.get("unit_rules") or ()
@@ -165,6 +216,8 @@ class FeatureSpec:
             categories=categories,
             unit_rules=rules,
             description=None if d.get("description") is None else str(d["description"]),
+            labels=labels,
+            ordinal=ordinal,
         )
 
 

@@ -7,8 +7,17 @@
   runs in libxgboost through its C API (``ml.xgb_native``), because ``import xgboost`` imports scikit-learn.
 - MLP (``kind`` ``mlp_occlusion``): imputer medians, scaler, layer weights and activations as JSON
   (``model.mlp.json``), evaluated with numpy in the same dtypes, in the same order, as scikit-learn evaluates the
-  pipeline. The ONNX session is float32 throughout; occlusion through it differed from the fitted pipeline's by up
-  to 3e-5 (Platt) and 7e-4 (isotonic) in log-odds on Pima, against the 1e-6 required, so it is not used here.
+  pipeline.
+- Penalised logistic regression (``kind`` ``logistic_linear``): the same JSON layout with no hidden layer
+  (``model.linear.json``: imputer, scaler, one-hot categories, coefficients and intercept); contributions by
+  occlusion against the training reference, which for a linear model is exactly coefficient x (standardised value
+  - standardised reference) (x the Platt slope when calibrated), so they add up to the log-odds.
+- Nominal categorical features (one-hot encoded for the MLP and logistic families) are described by ``one_hot``
+  (column, imputed code, category codes) and ``numeric_columns`` in the JSON; the occlusion reference of such a
+  feature is its most frequent category.
+
+The ONNX session is float32 throughout; occlusion through it differed from the fitted pipeline's by up to 3e-5 (Platt)
+and 7e-4 (isotonic) in log-odds on Pima, against the 1e-6 required, so it is not used here.
 
 The manifest block also holds the calibration constants (method, ``a``/``b`` or the isotonic knots) and the
 training medians per feature (the occlusion reference). ``explain_with_base`` returns what
@@ -28,7 +37,8 @@ import numpy as np
 from ml.model import Calibrator, logit
 
 __all__ = [
-    "EXPLAINER_FORMAT_VERSION", "EXPLAINER_TOLERANCE", "MLP_WEIGHTS_FILE", "XGB_BOOSTER_FILE", "Explainer",
+    "EXPLAINER_FORMAT_VERSION", "EXPLAINER_TOLERANCE", "LINEAR_WEIGHTS_FILE", "MLP_WEIGHTS_FILE",
+    "XGB_BOOSTER_FILE", "Explainer",
     "ExplainerError", "MLPOcclusionExplainer", "MLPWeights", "XGBoostTreeShapExplainer", "calibrator_from_dict",
     "load_explainer",
 ]
@@ -37,7 +47,10 @@ EXPLAINER_FORMAT_VERSION = 1
 EXPLAINER_TOLERANCE = 1e-6  # max |contribution - reference contribution| accepted at export time
 XGB_BOOSTER_FILE = "model.xgb.ubj"
 MLP_WEIGHTS_FILE = "model.mlp.json"
-KIND_FILES = {"xgboost_treeshap": XGB_BOOSTER_FILE, "mlp_occlusion": MLP_WEIGHTS_FILE}
+LINEAR_WEIGHTS_FILE = "model.linear.json"
+KIND_FILES = {"xgboost_treeshap": XGB_BOOSTER_FILE, "mlp_occlusion": MLP_WEIGHTS_FILE,
+              "logistic_linear": LINEAR_WEIGHTS_FILE}
+WEIGHT_FORMATS = {"clinpredict-mlp": MLP_WEIGHTS_FILE, "clinpredict-linear": LINEAR_WEIGHTS_FILE}
 
 
 class ExplainerError(ValueError):
@@ -106,7 +119,11 @@ class MLPWeights:
     float32 input, the scaler subtracts and divides by its mean and scale cast to float32, each layer is
     ``activation @ coef + intercept`` in the dtypes numpy picks for those arrays (float32 @ float64 -> float64),
     ``logistic`` is scipy's expit (see ``_activate``). Measured against the pipeline: the same probabilities to
-    within 2.3e-16 (float64 weights, L-BFGS) and bit for bit (float32 weights, Adam) on the rows tried."""
+    within 2.3e-16 (float64 weights, L-BFGS) and bit for bit (float32 weights, Adam) on the rows tried.
+
+    With ``one_hot`` (column, imputed code, category codes) entries, ``impute``/``mean``/``scale`` cover the
+    ``numeric_columns`` only and the network's input is those columns followed by one 0/1 block per entry (the
+    ``ColumnTransformer`` order); a logistic regression is the same with one layer and an identity activation."""
 
     impute: np.ndarray
     mean: np.ndarray
@@ -115,16 +132,35 @@ class MLPWeights:
     intercepts: tuple[np.ndarray, ...]
     activation: str
     out_activation: str
+    numeric_columns: tuple[int, ...] = ()
+    one_hot: tuple[tuple[int, float, tuple[float, ...]], ...] = ()
+    format: str = "clinpredict-mlp"
 
-    def forward(self, X32: np.ndarray) -> np.ndarray:
-        """Uncalibrated positive-class probability (n,) float64 for float32 rows (NaN = missing)."""
-        x = np.array(X32, dtype=np.float32, copy=True)
+    def _scaled(self, x: np.ndarray) -> np.ndarray:
         missing = np.isnan(x)
         if missing.any():
             x[missing] = np.take(self.impute, np.nonzero(missing)[1])
         x -= self.mean.astype(x.dtype)
         x /= self.scale.astype(x.dtype)
-        a: np.ndarray = x
+        return x
+
+    def encode(self, X32: np.ndarray) -> np.ndarray:
+        """The float32 input of the first layer, as the fitted preprocessing computes it."""
+        if not self.one_hot:
+            return self._scaled(np.array(X32, dtype=np.float32, copy=True))
+        src = np.asarray(X32, dtype=np.float32)
+        blocks: list[np.ndarray] = []
+        if self.numeric_columns:
+            blocks.append(self._scaled(np.array(src[:, list(self.numeric_columns)], dtype=np.float32, copy=True)))
+        for column, fill, categories in self.one_hot:
+            codes = np.array(src[:, column], dtype=np.float32, copy=True)
+            codes[np.isnan(codes)] = np.float32(fill)
+            blocks.append((codes[:, None] == np.asarray(categories, dtype=np.float32)[None, :]).astype(np.float32))
+        return np.hstack(blocks)
+
+    def forward(self, X32: np.ndarray) -> np.ndarray:
+        """Uncalibrated positive-class probability (n,) float64 for float32 rows (NaN = missing)."""
+        a: np.ndarray = self.encode(X32)
         last = len(self.coefs) - 1
         for i, (coef, intercept) in enumerate(zip(self.coefs, self.intercepts, strict=True)):
             a = a @ coef
@@ -136,10 +172,14 @@ class MLPWeights:
         def arr(v: np.ndarray) -> dict[str, Any]:
             return {"dtype": str(v.dtype), "shape": list(v.shape), "values": np.asarray(v).ravel().tolist()}
 
-        doc = {
-            "format": "clinpredict-mlp",
+        final = "MLPClassifier" if self.format == "clinpredict-mlp" else "LogisticRegression"
+        pre = ("SimpleImputer(median) -> StandardScaler" if not self.one_hot else
+               "numeric columns: SimpleImputer(median) -> StandardScaler; one_hot columns: SimpleImputer("
+               "most_frequent) -> OneHotEncoder; concatenated")
+        doc: dict[str, Any] = {
+            "format": self.format,
             "format_version": EXPLAINER_FORMAT_VERSION,
-            "pipeline": "SimpleImputer(median) -> StandardScaler -> MLPClassifier",
+            "pipeline": f"{pre} -> {final}",
             "impute": arr(self.impute),
             "mean": arr(self.mean),
             "scale": arr(self.scale),
@@ -148,6 +188,10 @@ class MLPWeights:
             "activation": self.activation,
             "out_activation": self.out_activation,
         }
+        if self.one_hot:
+            doc["numeric_columns"] = list(self.numeric_columns)
+            doc["one_hot"] = [{"column": c, "impute": float(fill), "categories": [float(v) for v in cats]}
+                              for c, fill, cats in self.one_hot]
         return (json.dumps(doc, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
 
     @classmethod
@@ -163,15 +207,22 @@ class MLPWeights:
                 raise ExplainerError(f"{MLP_WEIGHTS_FILE}: unexpected dtype {dtype}")
             return np.asarray(d["values"], dtype=dtype).reshape([int(s) for s in d["shape"]])
 
-        if doc.get("format") != "clinpredict-mlp" or doc.get("format_version") != EXPLAINER_FORMAT_VERSION:
+        if doc.get("format") not in WEIGHT_FORMATS or doc.get("format_version") != EXPLAINER_FORMAT_VERSION:
             raise ExplainerError(f"{MLP_WEIGHTS_FILE}: unknown format {doc.get('format')!r} "
                                  f"v{doc.get('format_version')!r}")
+        try:
+            one_hot = tuple((int(e["column"]), float(e["impute"]), tuple(float(v) for v in e["categories"]))
+                            for e in doc.get("one_hot") or ())
+            numeric_columns = tuple(int(c) for c in doc.get("numeric_columns") or ())
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ExplainerError(f"{WEIGHT_FORMATS[doc['format']]}: bad one_hot/numeric_columns: {exc}") from exc
         for key in ("activation", "out_activation"):
             if doc.get(key) not in _ACTIVATIONS:
                 raise ExplainerError(f"{MLP_WEIGHTS_FILE}: unsupported {key} {doc.get(key)!r}")
         return cls(impute=arr(doc["impute"]), mean=arr(doc["mean"]), scale=arr(doc["scale"]),
                    coefs=tuple(arr(c) for c in doc["coefs"]), intercepts=tuple(arr(b) for b in doc["intercepts"]),
-                   activation=doc["activation"], out_activation=doc["out_activation"])
+                   activation=doc["activation"], out_activation=doc["out_activation"],
+                   numeric_columns=numeric_columns, one_hot=one_hot, format=str(doc["format"]))
 
 
 def _activate(a: np.ndarray, name: str) -> None:
@@ -265,4 +316,8 @@ def load_explainer(meta: Mapping[str, Any], raw: bytes, feature_order: Sequence[
     if missing:
         raise ExplainerError(f"explainer medians missing for {', '.join(missing)}")
     medians = np.asarray([float(medians_by_name[name]) for name in feature_order], dtype=np.float64)
-    return MLPOcclusionExplainer(weights=MLPWeights.from_json(raw), medians=medians, calibrator=calibrator)
+    weights = MLPWeights.from_json(raw)
+    expected = "clinpredict-linear" if kind == "logistic_linear" else "clinpredict-mlp"
+    if weights.format != expected:
+        raise ExplainerError(f"explainer kind {kind!r} needs a {expected} file, got {weights.format}")
+    return MLPOcclusionExplainer(weights=weights, medians=medians, calibrator=calibrator, kind=str(kind))

@@ -73,6 +73,17 @@ def _flat_metrics(manifest: dict[str, Any]) -> dict[str, float]:
         v = manifest["linear_baseline"]["test"].get(k)
         if v is not None:
             out[f"baseline_test_{k}"] = float(v)
+    for family, res in (manifest.get("model_selection") or {}).get("families", {}).items():
+        for k in ("auroc", "log_loss", "brier", "auprc"):
+            if res["cv"].get(k) is not None:
+                out[f"family_{family}_cv_{k}"] = float(res["cv"][k])
+        if res["cv"].get("se"):
+            out[f"family_{family}_cv_auroc_se"] = float(res["cv"]["se"]["auroc"])
+    optimism = (manifest.get("small_data") or {}).get("optimism")
+    if optimism:
+        for k in ("apparent_auroc", "optimism_auroc", "corrected_auroc", "corrected_calibration_slope"):
+            if optimism.get(k) is not None:
+                out[f"optimism_{k}"] = float(optimism[k])
     out["onnx_parity_max_abs_diff"] = float(manifest["onnx_parity_max_abs_diff"])
     out["threshold"] = float(manifest["threshold"])
     return out
@@ -106,15 +117,30 @@ def log_training_run(manifest: dict[str, Any], run_dir: Path, onnx_model: Any,
         }
         for k, v in manifest["cv"]["selected_params"].items():
             params[f"hp_{k}"] = v
+        selection = manifest.get("model_selection") or {}
+        if selection:
+            params["model_requested"] = selection.get("requested", manifest["model_type"])
+            params["model_families"] = ",".join(selection["families"])
+            params["model_choice_reason"] = selection["reason"]
+        params["small_data"] = (manifest.get("small_data") or {}).get("active", False)
+        params["refit_on_all_rows"] = (manifest.get("final_fit") or {}).get("refit_on_all_rows", False)
+        signal = manifest.get("signal") or {}
+        if signal:
+            params["signal_verdict"] = signal["verdict"]
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         mlflow.log_metrics(_flat_metrics(manifest))
         mlflow.set_tags({
+            "clinpredict.signal": (manifest.get("signal") or {}).get("verdict", "not assessed"),
             "clinpredict.use_case": manifest["use_case"],
             "clinpredict.dataset_sha256": manifest["dataset_sha256"],
             "clinpredict.dataset_file": manifest.get("dataset_file", ""),
         })
         mlflow.log_dict({"dataset_sha256": manifest["dataset_sha256"], "split_sha256": manifest["split_sha256"],
                          "data": manifest["data"]}, "dataset_digest.json")
+        if selection:
+            mlflow.log_dict({"model_selection": selection, "signal": signal,
+                             "small_data": manifest.get("small_data"), "final_fit": manifest.get("final_fit")},
+                            "model_selection.json")
         for rel in sorted(p for p in manifest["artifacts"] if p.startswith("plots/")):
             mlflow.log_artifact(str(Path(run_dir) / rel), artifact_path="plots")
         for rel in sorted(p for p in manifest["artifacts"] if not p.startswith("plots/")):

@@ -70,6 +70,11 @@ def _record_value(feature: FeatureSpec, raw: Any) -> tuple[float | None, list[st
         return None, []
     if feature.type == "binary" and isinstance(value, bool | np.bool_):
         value = float(value)
+    if feature.type == "binary" and isinstance(value, str):
+        code = feature.binary_code(value)
+        if code is None:
+            return None, [f"unknown value {value!r}; accepted: {feature.binary_accepted_text()}"]
+        value = code
     if feature.type == "categorical" and isinstance(value, str):
         if value in feature.categories:
             return float(feature.categories.index(value)), []
@@ -88,7 +93,7 @@ def _record_value(feature: FeatureSpec, raw: Any) -> tuple[float | None, list[st
     except UnitError:
         return None, [f"unknown unit {unit!r}; accepted: {_accepted_units_text(feature)}"]
     if feature.type == "binary" and canonical not in (0.0, 1.0):
-        return None, ["must be 0 or 1"]
+        return None, [f"must be 0 or 1; accepted: {feature.binary_accepted_text()}"]
     if feature.type == "categorical" and (canonical != int(canonical) or not feature.in_range(canonical)):
         return None, [f"must be one of {', '.join(feature.categories)} (or its index 0-{len(feature.categories) - 1})"]
     if not feature.in_range(canonical):
@@ -461,16 +466,21 @@ def validate_dataset(
                     _rows(bad),
                 )
         else:
-            lowered = st.str.lower()
             if feat.type == "binary":
-                st = st.mask(lowered.isin(["true", "yes"]), "1").mask(lowered.isin(["false", "no"]), "0")
+                # Declared labels (e.g. No/Yes) and 0/1/true/false/yes/no become "0"/"1"; anything else is read as
+                # a number below (and reported when it is not 0 or 1).
+                codes = st.map(lambda v, f=feat: None if pd.isna(v) else f.binary_code(str(v)))
+                known_code = codes.notna()
+                st = st.mask(known_code, codes.map(lambda c: "1" if c == 1.0 else "0"))
             values = pd.to_numeric(st, errors="coerce").astype("float64").to_numpy().copy()
             values[is_blank] = np.nan
             bad = ~is_blank & ~np.isfinite(values)
             if bad.any():
                 report.error(
                     "type_error",
-                    f"not a number ({feat.range_text()} expected); e.g. {st[bad].iloc[0]!r}",
+                    (f"unknown value; accepted: {feat.binary_accepted_text()}; e.g. {st[bad].iloc[0]!r}"
+                     if feat.type == "binary" else
+                     f"not a number ({feat.range_text()} expected); e.g. {st[bad].iloc[0]!r}"),
                     feat.column,
                     _rows(bad),
                 )

@@ -440,8 +440,10 @@ def _parse_cell(feature: FeatureSpec, text: str) -> float | None:
     if feature.type == "categorical":
         if value in feature.categories:
             return float(feature.categories.index(value))
-    if feature.type == "binary" and value.lower() in ("true", "yes", "false", "no"):
-        return 1.0 if value.lower() in ("true", "yes") else 0.0
+    if feature.type == "binary":
+        code = feature.binary_code(value)  # declared labels (e.g. No/Yes), 0/1, true/false, yes/no
+        if code is not None:
+            return code
     try:
         number = float(value)
     except ValueError as exc:

@@ -50,11 +50,11 @@ def model_version_explainer_migrate(*, version_id: int, actor: Actor, force: boo
     process can serve it without model.joblib (`python manage.py migrate_model_artifacts`).
 
     Runs in a management command, never in the web process: it unpickles the version's hash-verified model.joblib,
-    writes ``model.xgb.ubj`` / ``model.mlp.json`` into the version's folder in model storage, checks that the explainer
-    reproduces the fitted model's explanations within 1e-6 on rows drawn from the spec's plausible ranges, and
-    records the file's sha256 in ``artifacts`` and the calibration constants and medians in ``manifest["explainer"]``
-    (database row and manifest.json), with a `model.migrate_artifacts` audit event, in one transaction. Idempotent:
-    a version whose explainer is registered and intact is left alone unless ``force``."""
+    writes ``model.xgb.ubj`` / ``model.mlp.json`` / ``model.linear.json`` into the version's folder in model storage,
+    checks that the explainer reproduces the fitted model's explanations within 1e-6 on rows drawn from the spec's
+    plausible ranges, and records the file's sha256 in ``artifacts`` and the calibration constants and medians in
+    ``manifest["explainer"]`` (database row and manifest.json), with a `model.migrate_artifacts` audit event, in one
+    transaction. Idempotent: a version whose explainer is registered and intact is left alone unless ``force``."""
     storage = model_storage()
     saved: dict[str, bytes | None] = {}
     try:

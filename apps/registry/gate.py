@@ -5,6 +5,8 @@ Checks (limits from settings.CLINPREDICT_PROMOTION_GATE):
 - ``parity``: the ONNX file reproduced the fitted pipeline (max |p_onnx - p_joblib| <= max_onnx_parity_abs_diff).
 - ``test_auroc``: the held-out AUROC is recorded and >= min_test_auroc.
 - ``calibration_slope``: the held-out calibration slope is recorded and within [calibration_slope_min, _max].
+- ``signal``: ``ml train`` did not find the data without signal (``manifest["signal"]["verdict"]`` is not
+  "no_signal"; its reasons are the refusal's). Versions trained before the verdict existed pass, saying so.
 - ``feature_spec``: the version's feature contract is compatible with the live one (the current champion's), see
   `spec_incompatibilities` for the definition. With no champion there is no live contract and the check passes.
 
@@ -82,7 +84,8 @@ def spec_incompatibilities(live: dict[str, Any], candidate: dict[str, Any]) -> l
     2. per feature the same type and the same canonical unit (a bare number means the canonical unit, so a changed
        canonical unit would silently misread every caller that sends bare numbers);
     3. the same LOINC code where both name one (a different code is a different measurement);
-    4. for categorical features the same categories;
+    4. for categorical features the same categories; for binary features with declared labels (``[No, Yes]``) the
+       same labels in the same order (a swapped or dropped label would misread or refuse a caller's text value);
     5. every unit the live model accepts is still accepted, with the same conversion factor (new units may be
        added);
     6. no feature the live model lets callers leave out becomes required.
@@ -109,6 +112,9 @@ def spec_incompatibilities(live: dict[str, Any], candidate: dict[str, Any]) -> l
             problems.append(f"{name}: LOINC {new['loinc']} differs from the live {old['loinc']}")
         if old.get("categories") != new.get("categories") and (old.get("categories") or new.get("categories")):
             problems.append(f"{name}: categories differ from the live model's")
+        if old.get("labels") and old.get("labels") != new.get("labels"):
+            problems.append(f"{name}: binary labels {new.get('labels') or 'none'} differ from the live "
+                            f"{old.get('labels')}")
         dropped = sorted(_accepted_units(old) - _accepted_units(new))
         if dropped:
             problems.append(f"{name}: no longer accepts unit(s) {', '.join(dropped)}")
@@ -154,6 +160,18 @@ def _check_slope(version: ModelVersion, limits: dict[str, float]) -> GateCheck:
     return GateCheck("calibration_slope", ok, f"calibration slope {slope:.3f} {where} [{low:.2f}, {high:.2f}]")
 
 
+def _check_signal(version: ModelVersion) -> GateCheck:
+    signal = version.manifest.get("signal")
+    if not isinstance(signal, dict) or "verdict" not in signal:
+        return GateCheck("signal", True, "no signal verdict recorded (trained before ml train assessed it)")
+    if signal["verdict"] == "no_signal":
+        reasons = "; ".join(str(r) for r in signal.get("reasons") or []) or "no reason recorded"
+        return GateCheck("signal", False, f"the training data showed no signal: {reasons}")
+    ci = signal.get("cv_auroc_ci") or [None, None]
+    shown = f" (CV AUROC 95% CI {ci[0]:.3f}-{ci[1]:.3f})" if None not in ci else ""
+    return GateCheck("signal", True, f"the training data showed signal{shown}")
+
+
 def _check_spec(version: ModelVersion, live: ModelVersion | None) -> GateCheck:
     if live is None:
         return GateCheck("feature_spec", True, "no live model: this version's contract becomes the live one")
@@ -173,6 +191,7 @@ def promotion_gate_evaluate(*, version: ModelVersion, live: ModelVersion | None)
         _check_parity(version, limits),
         _check_auroc(version, limits),
         _check_slope(version, limits),
+        _check_signal(version),
         _check_spec(version, live),
     ]
     return GateVerdict(version.label, live.label if live else None, checks)

@@ -1,10 +1,11 @@
 """Loads registered models for serving: ONNX sessions cached per (version, sha256), integrity checked on load.
 
 No pickle in the web process: a version is served from ``model.onnx`` (probabilities) and the non-pickle explainer
-file named in ``manifest["explainer"]`` (``model.xgb.ubj`` or ``model.mlp.json``, see ml/serving_explain.py), both
-hash-verified, with the calibration constants and medians from the manifest. ``model.joblib`` is never read here,
-and neither scikit-learn nor joblib is imported (tests/apps/predictions/test_no_pickle.py). A version registered
-before the explainer file existed is refused (ModelNotMigrated, HTTP 503) until
+file named in ``manifest["explainer"]`` (``model.xgb.ubj``, ``model.mlp.json`` or ``model.linear.json``, see
+ml/serving_explain.py), both hash-verified, with the calibration constants and medians from the manifest.
+``model.joblib`` is never read here, and neither scikit-learn nor joblib is imported
+(tests/apps/predictions/test_no_pickle.py). A version registered before the explainer file existed is refused
+(ModelNotMigrated, HTTP 503) until
 ``python manage.py migrate_model_artifacts`` has written its explainer; it never falls back to the pickle.
 
 Each file is read once, its bytes are checked against the registered sha256 and only those bytes are loaded, so

@@ -59,7 +59,8 @@ REQUIRED_MANIFEST_KEYS = (
     "output_name",
     "explainer",
 )
-# Plus the explainer file the manifest names (model.xgb.ubj or model.mlp.json): what the web process explains with.
+# Plus the explainer file the manifest names (model.xgb.ubj, model.mlp.json or model.linear.json): what the web
+# process explains with.
 # model.joblib stays required: training tools, the retraining worker, MLflow and `migrate_model_artifacts` read it.
 REQUIRED_ARTIFACTS = ("model.onnx", "model.joblib")
 PARITY_LIMIT = 1e-5  # registration refuses anything worse; the promotion gate's limit is configurable

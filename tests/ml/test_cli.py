@@ -25,8 +25,10 @@ def test_cli_train_writes_interface_files(pima_csv: Path, tmp_path: Path) -> Non
         cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=300,
     )
     assert res.returncode == 0, res.stderr
-    assert "CV candidate 1/2" in res.stderr  # progress on long steps
+    for family in ("logistic", "xgboost", "mlp"):  # --model auto (the default): every family's search
+        assert f"CV {family} candidate 1/2" in res.stderr  # progress on long steps
     assert "test:       AUROC" in res.stdout and "95% CI" in res.stdout
+    assert "chosen:     " in res.stdout and "signal:     yes" in res.stdout
     for name in ("manifest.json", "model.onnx", "model.joblib", "model_card.md", "model_card.html",
                  "validation_report.json", "plots/roc.png", "plots/pr.png", "plots/calibration.png",
                  "plots/importance.png"):
@@ -45,9 +47,14 @@ def test_cli_train_bad_input_exits_2_and_writes_nothing(tmp_path: Path, capsys: 
     assert "cannot read spec" in capsys.readouterr().err
 
 
-def test_cli_evaluate_reproduces_test_metrics(xgb_run: tuple[Path, dict[str, Any]], pima_csv: Path,
-                                              tmp_path: Path) -> None:
-    out, m = xgb_run
+def test_cli_evaluate_reproduces_test_metrics(diabetes_spec: Any, pima_csv: Path, tmp_path: Path) -> None:
+    from ml.pipeline import train_run
+    from ml.training import TrainConfig
+
+    out = tmp_path / "held-out"
+    m = train_run(spec=diabetes_spec, data_path=pima_csv, out_dir=out, seed=7, model_type="xgboost",
+                  config=TrainConfig.fast(refit_on_all_rows=False), tracking=False)
+    assert m["final_fit"]["refit_on_all_rows"] is False
     result = tmp_path / "eval.json"
     assert main(["evaluate", "--model", str(out), "--data", str(pima_csv), "--part", "test", "--bootstrap", "200",
                  "--out", str(result)]) == 0
@@ -55,6 +62,17 @@ def test_cli_evaluate_reproduces_test_metrics(xgb_run: tuple[Path, dict[str, Any
     assert "matches" in ev["rows"]
     assert ev["metrics"]["auroc"] == pytest.approx(m["metrics"]["test"]["auroc"])
     assert ev["metrics"]["brier"] == pytest.approx(m["metrics"]["test"]["brier"])
+    assert "NOT held out" not in ev["rows"]
+
+
+def test_cli_evaluate_says_a_refitted_model_has_seen_the_test_part(xgb_run: tuple[Path, dict[str, Any]],
+                                                                   pima_csv: Path, tmp_path: Path) -> None:
+    out, m = xgb_run
+    assert m["final_fit"]["refit_on_all_rows"] is True  # Pima is small data
+    result = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(out), "--data", str(pima_csv), "--part", "test", "--bootstrap", "50",
+                 "--out", str(result)]) == 0
+    assert "NOT held out: this model was refitted on all rows" in json.loads(result.read_text())["rows"]
 
 
 def test_cli_export_matches_manifest_sha(xgb_run: tuple[Path, dict[str, Any]], pima_csv: Path,

@@ -91,7 +91,7 @@ def test_same_seed_gives_identical_metrics_and_onnx(xgb_run: tuple[Path, dict[st
                                                     fast_config: TrainConfig, tmp_path: Path) -> None:
     _, first = xgb_run
     second = train_run(spec=diabetes_spec, data_path=pima_csv, out_dir=tmp_path / "again", seed=7,
-                       config=fast_config, tracking=False)
+                       model_type="xgboost", config=fast_config, tracking=False)
     assert second["artifacts"]["model.onnx"]["sha256"] == first["artifacts"]["model.onnx"]["sha256"]
     assert second["metrics"] == first["metrics"]
     assert second["split_sha256"] == first["split_sha256"]
@@ -126,7 +126,7 @@ def test_failed_export_writes_nothing_and_keeps_previous_run(
 
     monkeypatch.setattr(export, "parity_check", broken)
     with pytest.raises(export.ExportError, match="simulated"):
-        train_run(spec=diabetes_spec, data_path=pima_csv, out_dir=out,
+        train_run(spec=diabetes_spec, data_path=pima_csv, out_dir=out, model_type="xgboost",
                   config=TrainConfig.fast(xgb_grid=({"max_depth": 2, "n_estimators": 20},)),
                   tracking=True, tracking_uri=tracking_uri)
     assert json.loads((out / "manifest.json").read_text()) == {"previous": True}
@@ -144,7 +144,7 @@ def test_failed_tracking_leaves_no_run_folder(diabetes_spec: UseCaseSpec, pima_c
     monkeypatch.setattr(tracking, "log_training_run", broken)
     out = tmp_path / "runs" / "track"
     with pytest.raises(RuntimeError, match="unavailable"):
-        train_run(spec=diabetes_spec, data_path=pima_csv, out_dir=out,
+        train_run(spec=diabetes_spec, data_path=pima_csv, out_dir=out, model_type="xgboost",
                   config=TrainConfig.fast(xgb_grid=({"max_depth": 2, "n_estimators": 20},)), tracking=True)
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
@@ -155,7 +155,7 @@ def test_low_prevalence_dataset_trains_and_reports_auprc_ci(diabetes_spec: UseCa
     df.to_csv(path, index=False)
     prevalence = df["Outcome"].mean()
     assert 0.025 < prevalence < 0.035
-    m = train_run(spec=diabetes_spec, data_path=path, out_dir=tmp_path / "rare", seed=3,
+    m = train_run(spec=diabetes_spec, data_path=path, out_dir=tmp_path / "rare", seed=3, model_type="xgboost",
                   config=TrainConfig.fast(), tracking=False)
     test = m["metrics"]["test"]
     assert test["events"] >= 10

@@ -40,7 +40,8 @@ def test_synced_t2d_fhir_dataset_trains_a_model_that_register_model_accepts(
     assert data is not None, report.text()
 
     run_dir = tmp_path / "run"
-    train_run(spec=spec, data_path=out, out_dir=run_dir, seed=7, config=TrainConfig.fast(), tracking=False)
+    train_run(spec=spec, data_path=out, out_dir=run_dir, seed=7, model_type="xgboost",
+              config=TrainConfig.fast(), tracking=False)
     registration = model_version_register(source_dir=run_dir, actor=Actor(type="system", id="tests"))
 
     assert registration.created

@@ -24,7 +24,20 @@ def other_trained_dir(tmp_path_factory: pytest.TempPathFactory, pima_csv: Path) 
     from ml.training import TrainConfig
 
     out = tmp_path_factory.mktemp("runs-other") / "diabetes"
-    train_run(spec=UseCaseSpec.load(DIABETES_SPEC), data_path=pima_csv, out_dir=out, seed=11,
+    train_run(spec=UseCaseSpec.load(DIABETES_SPEC), data_path=pima_csv, out_dir=out, seed=11, model_type="xgboost",
+              config=TrainConfig.fast(), tracking=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def logistic_trained_dir(tmp_path_factory: pytest.TempPathFactory, pima_csv: Path) -> Path:
+    """A real `ml train` run of the penalised logistic family (fast settings). Treat as read-only."""
+    from ml.pipeline import train_run
+    from ml.schema import UseCaseSpec
+    from ml.training import TrainConfig
+
+    out = tmp_path_factory.mktemp("runs-logistic") / "diabetes"
+    train_run(spec=UseCaseSpec.load(DIABETES_SPEC), data_path=pima_csv, out_dir=out, seed=7, model_type="logistic",
               config=TrainConfig.fast(), tracking=False)
     return out
 

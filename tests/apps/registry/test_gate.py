@@ -39,7 +39,8 @@ def test_trained_model_passes_every_check_as_first_champion(register: Any, train
 
     assert verdict.ok, verdict.summary()
     assert [c.name for c in verdict.checks] == ["artifacts", "parity", "test_auroc", "calibration_slope",
-                                                "feature_spec"]
+                                                "signal", "feature_spec"]
+    assert verdict.as_dict()["checks"]["signal"]["detail"].startswith("the training data showed signal")
 
 
 def test_auroc_below_the_configured_limit_blocks_promotion(register: Any, trained_dir: Path, settings: Any) -> None:
@@ -75,6 +76,49 @@ def test_missing_metrics_block_promotion(register: Any, edited_copy: Any) -> Non
     failed = {c.name: c.detail for c in verdict.failures}
     assert failed == {"test_auroc": "no test AUROC recorded in the manifest",
                       "calibration_slope": "no test calibration slope recorded in the manifest"}
+
+
+def test_no_signal_verdict_blocks_promotion_with_its_reasons(register: Any, edited_copy: Any) -> None:
+    reasons = ["the CV AUROC's 95% CI (0.430-0.560) includes 0.5 (no better than chance)",
+               "the test calibration slope -0.01 is below 0.2: predicted risks barely track the outcome"]
+    version = register(edited_copy(lambda m: m["signal"].update(verdict="no_signal", reasons=reasons)))
+
+    with pytest.raises(ApplicationError, match=r"signal: the training data showed no signal: the CV AUROC's 95% CI "
+                                               r"\(0\.430-0\.560\) includes 0\.5") as exc:
+        model_version_promote(version_id=version.pk, actor=ACTOR, reason="try")
+
+    check = exc.value.extra["gate"]["checks"]["signal"]
+    assert check["ok"] is False and reasons[1] in check["detail"]
+    _assert_nothing_changed(version)
+
+
+def test_a_version_trained_on_data_without_signal_is_refused(register: Any, tmp_path: Path) -> None:
+    """A real `ml train` on Pima with its outcome shuffled (no relation left) says no_signal; the gate refuses."""
+    import numpy as np
+
+    from ml.datasets import pima_frame
+    from ml.pipeline import train_run
+    from ml.schema import UseCaseSpec
+    from ml.training import TrainConfig
+
+    frame = pima_frame()
+    frame["Outcome"] = np.random.default_rng(0).permutation(frame["Outcome"].to_numpy())
+    data = tmp_path / "shuffled.csv"
+    frame.to_csv(data, index=False)
+    spec = Path(__file__).resolve().parents[3] / "ml" / "specs" / "diabetes.yaml"
+    manifest = train_run(spec=UseCaseSpec.load(spec), data_path=data, out_dir=tmp_path / "run", seed=7,
+                         model_type="logistic", config=TrainConfig.fast(), tracking=False)
+    assert manifest["signal"]["verdict"] == "no_signal", manifest["signal"]
+    version = register(tmp_path / "run")
+
+    verdict = promotion_gate_evaluate(version=version, live=None)
+
+    assert not verdict.ok
+    assert verdict.as_dict()["checks"]["signal"]["detail"] == (
+        "the training data showed no signal: " + "; ".join(manifest["signal"]["reasons"]))
+    with pytest.raises(ApplicationError, match="signal: the training data showed no signal"):
+        model_version_promote(version_id=version.pk, actor=ACTOR, reason="try")
+    _assert_nothing_changed(version)
 
 
 def test_parity_beyond_the_configured_limit_blocks_promotion(register: Any, trained_dir: Path,
@@ -160,6 +204,20 @@ def test_spec_changes_that_would_break_callers_are_incompatible(trained_dir: Pat
     problems = spec_incompatibilities(live, candidate)
 
     assert any(problem in p for p in problems), problems
+
+
+def test_swapped_or_dropped_binary_labels_are_incompatible() -> None:
+    live = {"use_case": "u", "features": [{"name": "sex", "type": "binary", "unit": None,
+                                            "labels": ["Female", "Male"]}]}
+    swapped = copy.deepcopy(live)
+    swapped["features"][0]["labels"] = ["Male", "Female"]
+    dropped = copy.deepcopy(live)
+    del dropped["features"][0]["labels"]
+
+    assert spec_incompatibilities(live, swapped) == [
+        "sex: binary labels ['Male', 'Female'] differ from the live ['Female', 'Male']"]
+    assert spec_incompatibilities(live, dropped) == ["sex: binary labels none differ from the live ['Female', 'Male']"]
+    assert spec_incompatibilities(dropped, live) == []  # declaring labels only adds accepted values
 
 
 def test_challenger_is_not_held_to_metric_limits_but_must_match_the_spec(champion: Any, register: Any,

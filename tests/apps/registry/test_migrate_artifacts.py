@@ -146,3 +146,25 @@ def test_mlp_versions_migrate_too(mlp_trained_dir: Path, register: Any) -> None:
     fitted = export.load_joblib(model_dir(version) / "model.joblib")
     assert loaded.explainer.kind == "mlp_occlusion"
     assert np.max(np.abs(loaded.explain(ROWS) - explain.explain(fitted, ROWS))) <= 1e-6
+
+
+def test_logistic_versions_serve_from_model_linear_json_and_migrate(logistic_trained_dir: Path, register: Any) -> None:
+    from apps.registry.loader import load_version
+    from ml import explain, export
+
+    version = register(logistic_trained_dir)
+    assert version.manifest["explainer"]["kind"] == "logistic_linear"
+    assert "model.linear.json" in version.artifacts
+    loaded = load_version(ModelVersion.objects.get(pk=version.pk))
+    fitted = export.load_joblib(model_dir(version) / "model.joblib")
+    assert loaded.explainer.kind == "logistic_linear"
+    assert np.max(np.abs(loaded.explain(ROWS) - explain.explain(fitted, ROWS))) <= 1e-6
+
+    version = _as_registered_before_the_explainer(version)
+    out = StringIO()
+    call_command("migrate_model_artifacts", "--use-case", "diabetes", "--version", str(version.version), stdout=out)
+
+    assert "wrote model.linear.json" in out.getvalue()
+    migrated = load_version(ModelVersion.objects.get(pk=version.pk))
+    assert migrated.explainer.kind == "logistic_linear"
+    assert np.max(np.abs(migrated.explain(ROWS) - explain.explain(fitted, ROWS))) <= 1e-6

@@ -9,8 +9,9 @@ from apps.registry.models import ModelVersion
 
 
 class Command(BaseCommand):
-    help = ("Write the non-pickle explainer file (model.xgb.ubj / model.mlp.json) and the calibration constants into "
-            "every registered version that predates it, so the web process serves it without model.joblib. Reads "
+    help = ("Write the non-pickle explainer file (model.xgb.ubj / model.mlp.json / model.linear.json) and the "
+            "calibration constants into every registered version that predates it, so the web process serves it "
+            "without model.joblib. Reads "
             "each version's hash-verified model.joblib here (never in the web process), checks the explanations "
             "match within 1e-6, records the file's sha256; one transaction and one audit event per version. Safe "
             "to rerun: migrated versions are left alone.")
