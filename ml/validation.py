@@ -455,7 +455,8 @@ def validate_dataset(
         if feat.type == "categorical":
             codes = st.map(lambda v, f=feat: float(f.categories.index(v)) if v in f.categories else np.nan)
             numeric_vals = pd.to_numeric(st, errors="coerce")
-            as_index = numeric_vals.where(numeric_vals.isin(range(len(feat.categories))))
+            # float64 with NaN, not a nullable Float64 (pandas will not fill float64 from a nullable array)
+            as_index = numeric_vals.astype("float64").where(numeric_vals.isin(range(len(feat.categories))))
             values = codes.fillna(as_index).astype("float64").to_numpy().copy()
             bad = ~is_blank & np.isnan(values)
             if bad.any():
