@@ -50,6 +50,7 @@ from .selectors import (
     patients_features_assemble,
     resolve_spec,
 )
+from .smart_backend import SigningKey, SigningKeyError, signing_key_load
 from .specs import IngestionSpec, Unmappable, to_canonical
 
 logger = logging.getLogger(__name__)
@@ -81,10 +82,16 @@ def patient_pseudonym(*, source: str, external_id: str) -> str:
 class FhirSettings:
     base_url: str
     client_id: str = ""
-    client_secret: str = ""
+    client_secret: str = field(default="", repr=False)
+    private_key: str = field(default="", repr=False)  # PEM; set: private_key_jwt instead of the client secret
+    key_id: str = ""
+    signing_alg: str = ""
+    scope: str = ""
     page_size: int = 200
     timeout: float = 30.0
     retries: int = 2
+    backoff: float = 0.5
+    max_wait: float = 30.0
 
     @classmethod
     def from_django(cls) -> FhirSettings:
@@ -92,10 +99,39 @@ class FhirSettings:
             base_url=str(getattr(settings, "FHIR_BASE_URL", "") or "").rstrip("/"),
             client_id=str(getattr(settings, "FHIR_CLIENT_ID", "") or ""),
             client_secret=str(getattr(settings, "FHIR_CLIENT_SECRET", "") or ""),
+            private_key=str(getattr(settings, "FHIR_PRIVATE_KEY", "") or ""),
+            key_id=str(getattr(settings, "FHIR_KEY_ID", "") or ""),
+            signing_alg=str(getattr(settings, "FHIR_SIGNING_ALG", "") or ""),
+            scope=str(getattr(settings, "FHIR_SCOPE", "") or ""),
             page_size=int(getattr(settings, "FHIR_PAGE_SIZE", 200)),
             timeout=float(getattr(settings, "FHIR_TIMEOUT_SECONDS", 30.0)),
             retries=int(getattr(settings, "FHIR_MAX_RETRIES", 2)),
+            backoff=float(getattr(settings, "FHIR_RETRY_BACKOFF_SECONDS", 0.5)),
+            max_wait=float(getattr(settings, "FHIR_RETRY_MAX_WAIT_SECONDS", 30.0)),
         )
+
+    def signing_key(self) -> SigningKey | None:
+        """The private_key_jwt signing key, None without FHIR_PRIVATE_KEY; ApplicationError (naming the setting)
+        when it is set but cannot sign."""
+        if not self.private_key.strip():
+            return None
+        if not self.client_id:
+            raise ApplicationError("FHIR_PRIVATE_KEY is set but FHIR_CLIENT_ID is not: the client assertion names "
+                                   "the client registered at the FHIR server", code="fhir_not_configured",
+                                   fields={"FHIR_CLIENT_ID": ["set it to the client id the FHIR server registered"]})
+        try:
+            return signing_key_load(self.private_key, alg=self.signing_alg, kid=self.key_id)
+        except SigningKeyError as exc:
+            raise ApplicationError(
+                f"FHIR_PRIVATE_KEY cannot sign client assertions: {exc}", code="fhir_key_invalid",
+                fields={"FHIR_PRIVATE_KEY_FILE": [f"{exc}; accepted: an unencrypted PEM RSA (>= 2048 bits, RS384) "
+                                                  "or EC P-384 (ES384) private key"]},
+            ) from None
+
+    def client(self) -> FhirClient:
+        return FhirClient(self.base_url, client_id=self.client_id, client_secret=self.client_secret,
+                          signing_key=self.signing_key(), scope=self.scope, timeout=self.timeout,
+                          retries=self.retries, backoff=self.backoff, max_wait=self.max_wait)
 
 
 ProgressCallback = Callable[[SearchPage, IngestionRun], None]
@@ -332,14 +368,14 @@ def fhir_sync_run(
                                code="fhir_not_configured", fields={"FHIR_BASE_URL": ["set it to the server's base"]})
     source = fhir.base_url
     kind = IngestionRun.Kind.FHIR_SYNC
+    fhir.signing_key()  # a key that cannot sign is a configuration error: no run is started
     with _sync_lock(source, ispec.use_case):
         last = None if full else ingestion_last_success(kind=kind, source=source, use_case=ispec.use_case)
         since = last.watermark if last else None
         run = _run_start(kind=kind, source=source, use_case=ispec.use_case, actor=actor, since=since)
         watermark: datetime | None = None
         try:
-            with FhirClient(fhir.base_url, client_id=fhir.client_id, client_secret=fhir.client_secret,
-                            timeout=fhir.timeout, retries=fhir.retries) as client:
+            with fhir.client() as client:
                 for resource_type, params in _searches(ispec, since, fhir.page_size):
                     for page in client.search(resource_type, params):
                         if watermark is None:

@@ -2,16 +2,18 @@
 chart, outcomes) and "predict for this patient" (assembled values shown for review, corrected or completed, then
 scored). Thin: validate, call one selector or service, render."""
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.decorators import login_required, permission_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
 
 from apps.core.charts import RiskPoint, risk_over_time_chart
 from apps.core.exceptions import ApplicationError, ServiceUnavailable
@@ -33,7 +35,10 @@ from .selectors import (
     patient_latest_observations,
     patient_search,
 )
+from .services import FhirSettings
 from .specs import FEATURE_SYSTEM, LOINC
+
+logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 25
 HISTORY_LIMIT = 200
@@ -210,3 +215,22 @@ def patient_predict(request: HttpRequest, patient_id: int, use_case: str) -> Htt
                                "lookback_days": round(assembled.lookback.total_seconds() / 86400)}
     return render(request, "patients/patient_predict.html", context,
                   status=400 if request.method == "POST" else 200)
+
+
+@require_GET
+def fhir_client_jwks(request: HttpRequest) -> JsonResponse:
+    """The public key set of the FHIR sync's client key (SMART Backend Services), for the FHIR server to fetch when
+    this URL is registered as the client's JWKS URL. Public by design: it holds public keys only. 404 in the API
+    error shape when no FHIR_PRIVATE_KEY is configured."""
+    fhir = FhirSettings.from_django()
+    try:
+        key = fhir.signing_key()
+    except ApplicationError as exc:
+        logger.warning("FHIR client JWKS not published", extra={"code": exc.code, "error": exc.message})
+        return JsonResponse({"error": {"code": "unavailable", "message": "The FHIR client key is misconfigured; "
+                                       "see the server log.", "fields": {}}}, status=503)
+    if key is None:
+        return JsonResponse({"error": {"code": "not_found", "message": "No FHIR client key is configured "
+                                       "(FHIR_PRIVATE_KEY_FILE), so there is no key set to publish.", "fields": {}}},
+                            status=404)
+    return JsonResponse(key.public_jwks())

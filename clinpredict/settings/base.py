@@ -408,14 +408,24 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"].setdefault("timeout", 20)
 
 # --- Patients: FHIR R4 sync (apps/patients) -------------------------------------------------------------------
-# The server to sync Patients, Observations and outcome Conditions from (SMART backend client credentials). Unset:
-# no sync. FHIR_SYNC_INTERVAL_SECONDS > 0 schedules the `patients.sync_fhir` task (incremental, safe to rerun).
+# The server to sync Patients, Observations and outcome Conditions from (SMART Backend Services). Unset: no sync.
+# FHIR_SYNC_INTERVAL_SECONDS > 0 schedules the `patients.sync_fhir` task (incremental, safe to rerun).
 FHIR_BASE_URL = env.str("FHIR_BASE_URL", default="")
 FHIR_CLIENT_ID = env.str("FHIR_CLIENT_ID", default="")
+# Client authentication: with a private key (PEM, best as FHIR_PRIVATE_KEY_FILE) the token request carries a client
+# assertion signed with it (private_key_jwt, RS384 or ES384); without one, FHIR_CLIENT_SECRET (client_secret_basic).
+FHIR_PRIVATE_KEY = env.str("FHIR_PRIVATE_KEY", default="", multiline=True)
+FHIR_KEY_ID = env.str("FHIR_KEY_ID", default="")  # unset: the key's RFC 7638 thumbprint
+FHIR_SIGNING_ALG = env.str("FHIR_SIGNING_ALG", default="")  # RS384 or ES384; unset: from the key's type
 FHIR_CLIENT_SECRET = env.str("FHIR_CLIENT_SECRET", default="")
+FHIR_SCOPE = env.str("FHIR_SCOPE", default="system/Patient.rs system/Observation.rs system/Condition.rs")
 FHIR_PAGE_SIZE = env.int("FHIR_PAGE_SIZE", default=200)
 FHIR_TIMEOUT_SECONDS = env.float("FHIR_TIMEOUT_SECONDS", default=30.0)
+# Connection errors, timeouts, 429 and 5xx are retried FHIR_MAX_RETRIES times: Retry-After is honoured up to
+# FHIR_RETRY_MAX_WAIT_SECONDS, otherwise the wait doubles from FHIR_RETRY_BACKOFF_SECONDS (same cap).
 FHIR_MAX_RETRIES = env.int("FHIR_MAX_RETRIES", default=2)
+FHIR_RETRY_BACKOFF_SECONDS = env.float("FHIR_RETRY_BACKOFF_SECONDS", default=0.5)
+FHIR_RETRY_MAX_WAIT_SECONDS = env.float("FHIR_RETRY_MAX_WAIT_SECONDS", default=30.0)
 FHIR_SYNC_INTERVAL_SECONDS = env.float("FHIR_SYNC_INTERVAL_SECONDS", default=0.0)
 if FHIR_BASE_URL and FHIR_SYNC_INTERVAL_SECONDS > 0:
     CELERY_BEAT_SCHEDULE = globals().get("CELERY_BEAT_SCHEDULE", {})

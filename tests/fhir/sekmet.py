@@ -1,5 +1,6 @@
 """A real FHIR R4 server for tests and benchmarks: sekmet-fhir started as a subprocess on a free loopback port with
-SMART client-credentials auth and a private data folder, plus carebundle's synthetic patients to load into it.
+SMART client-credentials auth (client_secret_basic, and private_key_jwt for `extra_clients` registered with a JWKS
+or a JWKS URL) and a private data folder, plus carebundle's synthetic patients to load into it.
 
 sekmet-fhir lives in its own virtualenv (`.venv/fhir-server`, from requirements/fhir-server.txt): it needs
 antlr4-python3-runtime >= 4.10 (through fhirpathpy) while dvc's hydra-core pins 4.9, so the two cannot share one
@@ -49,6 +50,9 @@ class SekmetServer:
     port: int = field(default_factory=free_port)
     client_id: str = "clinpredict-tests"
     client_secret: str = "clinpredict-tests-secret"  # noqa: S105 - a throwaway credential of a loopback test server
+    # More SMART clients, as sekmet's `smart_clients` entries: e.g. {"client_id", "jwks": {...}, "scopes"} or
+    # {"client_id", "jwks_url", "scopes"} for private_key_jwt (SMART Backend Services) without a client secret.
+    extra_clients: list[dict[str, Any]] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = None
     _token: str | None = None
 
@@ -71,7 +75,7 @@ class SekmetServer:
             "simulator": {"enabled": False},
             "server_auth": {"types": ["smart"], "smart_clients": [
                 {"client_id": self.client_id, "client_secret": self.client_secret,
-                 "scopes": "system/*.read system/*.write"}]},
+                 "scopes": "system/*.read system/*.write"}, *self.extra_clients]},
         }
         path = self.root / "settings.yaml"
         path.write_text(json.dumps(config))  # JSON is YAML

@@ -41,6 +41,8 @@ def fhir_settings(settings: Any) -> Callable[[Any], Any]:
         settings.FHIR_PAGE_SIZE = page_size
         settings.FHIR_TIMEOUT_SECONDS = 10.0
         settings.FHIR_MAX_RETRIES = 1
+        settings.FHIR_RETRY_BACKOFF_SECONDS = 0.01
+        settings.FHIR_PRIVATE_KEY = ""  # client_secret_basic (tests/apps/patients/test_fhir_smart_sync.py: keys)
         return settings
 
     return point
