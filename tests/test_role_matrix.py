@@ -13,7 +13,8 @@ from apps.audit.models import AuditEvent
 from apps.patients.models import Patient
 
 PUBLIC = {"healthz", "readyz", "metrics", "accounts/login/", "api/schema/", "api/docs/", "cds-services",
-          "o/authorize/", "admin/login/"}
+          "o/authorize/", "admin/login/",
+          ".well-known/jwks.json"}  # public keys only, by design (SMART Backend Services)
 NOT_FOR = {  # path prefix -> roles that must not reach it (200)
     "audit/": {"anonymous", "clinician", "modeladmin"},
     "admin/": {"anonymous", "clinician", "auditor"},
