@@ -131,7 +131,7 @@ _SUBTYPES = {
 
 def _crud(action: str) -> str:
     verb = action.rsplit(".", 1)[-1]
-    if verb in ("create", "register", "issue", "backup"):
+    if verb in ("create", "register", "issue", "backup", "restore"):
         return "C"
     if verb in ("change", "update", "promote", "rollback", "archive"):
         return "U"
