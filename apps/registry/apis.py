@@ -39,7 +39,7 @@ class ModelListApi(APIView):
     permission_classes = [TokenMatchesOASRequirements]
     required_alternate_scopes = {"GET": READ_SCOPES}
 
-    @extend_schema(responses={200: UseCaseListSerializer},
+    @extend_schema(operation_id="api_v1_models_list", responses={200: UseCaseListSerializer},
                    description="Every registered use case, with the version that answers its predictions now "
                                "(`live_version`, null when none does).")
     def get(self, request: Request) -> Response:
@@ -62,7 +62,8 @@ class ModelDetailApi(APIView):
     permission_classes = [TokenMatchesOASRequirements]
     required_alternate_scopes = {"GET": READ_SCOPES}
 
-    @extend_schema(parameters=[VersionQuerySerializer], responses={200: ModelVersionDetailSerializer},
+    @extend_schema(operation_id="api_v1_models_retrieve", parameters=[VersionQuerySerializer],
+                   responses={200: ModelVersionDetailSerializer},
                    description="The live version of a use case (or `?version=N`, any registered version): how to "
                                "read its answers and the feature contract a prediction request must follow. "
                                "Unknown use case or version: 404 naming `use_case` or `version`.")
