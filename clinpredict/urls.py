@@ -13,6 +13,7 @@ urlpatterns = [
     path("o/", include("apps.core.oauth_urls", namespace="oauth2_provider")),
     path("api/v1/", include("apps.predictions.api_urls")),
     path("api/v1/", include("apps.patients.api_urls")),
+    path("api/v1/", include("apps.registry.api_urls")),
     path("fhir/", include("apps.predictions.fhir_urls")),
     path("", include("apps.predictions.cds_urls")),
     path("api/v1/", include("apps.audit.api_urls")),

@@ -110,6 +110,7 @@ ROLE_MIGRATIONS = [
     ("apps.patients.migrations.0002_roles", "grant"),
     ("apps.monitoring.migrations.0002_roles", "grant"),
     ("apps.patients.migrations.0004_care_team_roles", "grant"),
+    ("apps.patients.migrations.0005_clinicians_record_outcomes", "grant"),
 ]
 
 

@@ -131,3 +131,63 @@ def test_another_clinicians_prediction_needs_a_reason_except_for_auditors_and_mo
     assert clients["clinician"].post(f"{path}break-glass/", {"reason": "emergency"}).status_code == 302
     assert clients["clinician"].get(path).status_code == 200
     assert AuditEvent.objects.get(action="prediction.break_glass").actor_id == "clinician"
+
+
+def test_recording_an_outcome_is_its_own_permission(world: dict[str, Any], user_in_group: Any, oauth_app: Any,
+                                                    clinician: Any, valid_features: dict) -> None:
+    """`patients.add_outcome` (Clinicians, migration patients/0005), not `predictions.add_prediction`, decides who
+    records an observed outcome: on the web form and, with a person's token, on the API."""
+    from datetime import timedelta
+
+    from django.contrib.auth.models import Permission
+    from django.utils import timezone
+    from oauth2_provider.models import AccessToken, set_token_value
+
+    from apps.audit.actors import Actor
+    from apps.patients.models import Outcome
+    from apps.predictions.models import Prediction
+    from apps.predictions.services import PredictionRequest, prediction_create
+
+    clients = world["clients"]
+    # Someone who may request predictions, and opens their own, but may not record outcomes.
+    predictor = user_in_group("Clinicians", "predictor")
+    predictor.groups.clear()
+    predictor.user_permissions.add(*Permission.objects.filter(
+        content_type__app_label="predictions", codename__in=["add_prediction", "view_prediction"]))
+    predictor_client = Client()
+    predictor_client.force_login(predictor)
+    theirs = prediction_create(request=PredictionRequest("diabetes", valid_features, "pt-roles-1"),
+                               actor=Actor(type="user", id="predictor", user_id=predictor.pk),
+                               channel=Prediction.Channel.WEB)
+    their_page = f"/predictions/{theirs.id}/"
+    clinicians_outcome = f"/predictions/{world['values']['prediction_id']}/outcome/"
+
+    assert Permission.objects.filter(group__name="Clinicians", codename="add_outcome",
+                                     content_type__app_label="patients").exists()
+    assert not Permission.objects.filter(group__name__in=["Auditors", "Model admins"], codename="add_outcome").exists()
+    assert predictor_client.get(their_page).status_code == 200
+    assert "Record outcome" not in predictor_client.get(their_page).content.decode()
+    assert predictor_client.post(f"{their_page}outcome/", {"present": "yes"}).status_code == 403
+    for role in ("modeladmin", "auditor"):
+        assert clients[role].post(clinicians_outcome, {"present": "yes"}).status_code == 403, role
+    assert Outcome.objects.count() == 0
+    assert "Record outcome" in clients["clinician"].get(clinicians_outcome.removesuffix("outcome/")).content.decode()
+    assert clients["clinician"].post(clinicians_outcome, {"present": "yes"}).status_code == 302
+    assert Outcome.objects.count() == 1
+
+    def person_token(user: Any, raw: str) -> Client:
+        token = AccessToken(user=user, application=oauth_app, scope="patients:write",
+                            expires=timezone.now() + timedelta(hours=1))
+        set_token_value(token, raw)
+        token.save()
+        return Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
+
+    body = {"patient_id": "pt-roles-1", "use_case": "diabetes", "present": True, "source_id": "ehr-1"}
+    refused = person_token(predictor, "predictor-token").post("/api/v1/outcomes", body,
+                                                              content_type="application/json")
+    accepted = person_token(clinician, "clinician-token").post("/api/v1/outcomes", body,
+                                                               content_type="application/json")
+
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "permission_denied"
+    assert accepted.status_code == 201, accepted.content
+    assert Outcome.objects.count() == 2

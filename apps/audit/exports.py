@@ -3,7 +3,9 @@
 `audit_export_stream` is what the command, the API and the auditor pages stream: an iterator of byte blocks, so a
 response or a file can hold any number of events in constant memory. Values are written verbatim (times in UTC with
 microseconds, inputs/output as canonical JSON), so the chain can be re-checked from a CSV or JSONL export of an
-unfiltered range.
+unfiltered range. CSV cells are also safe to open in a spreadsheet: a cell that starts like a formula (or with a
+single quote) gets a leading single quote (apps/core/csv_safe.py, where `csv_cell_value` reads the value back).
+JSONL and FHIR are written unchanged, and no stored event or hash changes.
 
 Two implementations write the same bytes. The reference one (`export_stream`: plain dict rows from
 `selectors.audit_event_rows`, formatted in Python, blocks of about 64 KiB) runs on SQLite. On PostgreSQL the database
@@ -23,6 +25,8 @@ from typing import Any
 
 import orjson
 from django.db import connection
+
+from apps.core.csv_safe import csv_safe, csv_safe_bytes, csv_safe_prefix_sql
 
 from .hashing import canonical_json
 from .selectors import EXPORT_FIELDS, AuditEventFilters, audit_event_rows, audit_event_text_batches
@@ -76,10 +80,10 @@ def csv_rows(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
 
 def _csv_value(name: str, value: Any) -> Any:
     if name in ("inputs", "output"):
-        return "" if value is None else canonical_json(value)
+        return "" if value is None else csv_safe(canonical_json(value))
     if isinstance(value, datetime):
         return _iso(value)
-    return "" if value is None else value
+    return "" if value is None else csv_safe(value)
 
 
 def jsonl_rows(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
@@ -127,7 +131,7 @@ _SUBTYPES = {
 
 def _crud(action: str) -> str:
     verb = action.rsplit(".", 1)[-1]
-    if verb in ("create", "register", "issue", "backup"):
+    if verb in ("create", "register", "issue", "backup", "restore"):
         return "C"
     if verb in ("change", "update", "promote", "rollback", "archive"):
         return "U"
@@ -314,10 +318,13 @@ _JSON_TEXT = {name: f"coalesce({name}::text, 'null')" for name in ("inputs", "ou
 
 
 def _csv_cell(column: str) -> str:
-    """csv.writer's minimal quoting: quote a value holding a comma, a quote, CR or LF; double its quotes. (Four
-    strpos calls cost PostgreSQL less than one regular expression.)"""
+    """`csv_safe` (a leading single quote before a formula start) and csv.writer's minimal quoting: quote a value
+    holding a comma, a quote, CR or LF; double its quotes. (Four strpos calls cost PostgreSQL less than one regular
+    expression; the formula check's regular expression only matters for cells that start like a formula.)"""
     plain = " + ".join(f"strpos({column}, {char})" for char in ("'\"'", "','", "E'\\r'", "E'\\n'"))
-    return f"""(CASE WHEN {plain} = 0 THEN {column} ELSE '"' || replace({column}, '"', '""') || '"' END)"""
+    prefix = csv_safe_prefix_sql(column)
+    return (f"""(CASE WHEN {plain} = 0 THEN {prefix} || {column} """
+            f"""ELSE '"' || {prefix} || replace({column}, '"', '""') || '"' END)""")
 
 
 def _csv_pieces() -> list[str]:
@@ -431,6 +438,7 @@ Pages = Iterator[list[tuple[Any, ...]]]  # (seq, *the SQL pieces of the format)
 def _csv_json_cell(value: bytes) -> bytes:
     if value == b"null":
         return b""
+    value = csv_safe_bytes(value)  # canonical JSON starts like a formula only as a negative number, which stays
     if b'"' in value or b"," in value:  # canonical JSON has no raw CR or LF
         return b'"' + value.replace(b'"', b'""') + b'"'
     return value

@@ -322,12 +322,51 @@ def _restore_rows(rows: Iterator[dict[str, Any]], batch_size: int = 2000) -> Ite
         AuditEvent.objects.bulk_create(batch)
 
 
-def audit_backup_restore(*, path: Path, key: str) -> RestoreResult:
-    """Append the events of one backup file to the ledger, verbatim (same seq, time and hashes). The file must
-    continue the database's chain exactly (restore files in order); every chunk is authenticated and the chain
-    checked before the transaction commits, so a wrong key or a damaged file restores nothing. A file whose
-    events are all present already is verified instead. No event of its own is appended: that would take the
-    sequence number the next backup file starts with."""
+RESTORE_ACTION = "audit.restore"
+RESTORE_ACTOR = Actor(type="system", id="audit_backup_restore")
+
+
+def audit_backup_restore(*, path: Path, key: str, actor: Actor = RESTORE_ACTOR) -> RestoreResult:
+    """`audit_backups_restore` of one file."""
+    return audit_backups_restore(paths=[path], key=key, actor=actor).files[0]
+
+
+@dataclass(frozen=True)
+class RestoreRun:
+    files: list[RestoreResult]  # one per file, in the order given
+    event_seq: int | None  # the audit.restore event; None when every file was already present
+
+
+@transaction.atomic
+def audit_backups_restore(*, paths: Sequence[Path], key: str, actor: Actor) -> RestoreRun:
+    """Append the events of backup files to the ledger, verbatim (same seq, time and hashes), in the order given,
+    then record the restore itself as one `audit.restore` event after the last restored event. All or nothing: one
+    transaction, so a wrong key, a damaged file or a file that does not continue the chain restores nothing of the
+    run (and records nothing, leaving the sequence free for a corrected run). Each file must continue the chain
+    exactly; every chunk is authenticated and the chain checked before commit. A file whose events are all present
+    already is verified instead. The restore event is appended only when events were restored, after the last file:
+    a backup file continuing the chain past it cannot be restored later, so a lost ledger is restored in one run
+    with every file."""
+    _lock_chain()
+    results = [_backup_restore_one(path=path, key=key) for path in paths]
+    restored = [(path, result) for path, result in zip(paths, results, strict=True) if result.restored]
+    if not restored:
+        return RestoreRun(results, None)
+    event = audit_event_record(
+        actor=actor, action=RESTORE_ACTION, object_type="audit_backup",
+        object_id=f"{restored[0][1].first_seq}-{restored[-1][1].last_seq}",
+        inputs={"files": [path.name for path in paths]},
+        output={"restored": [{"file": path.name, "first_seq": result.first_seq, "last_seq": result.last_seq,
+                              "events": result.restored, "head_hash": result.head_hash}
+                             for path, result in restored],
+                "events": sum(result.restored for _path, result in restored),
+                "already_present": [path.name for path, result in zip(paths, results, strict=True)
+                                    if result.already_present]},
+    )
+    return RestoreRun(results, event.seq)
+
+
+def _backup_restore_one(*, path: Path, key: str) -> RestoreResult:
     aes_key = backup_file.parse_key(key)
     manifest = backup_file.read_manifest(path)
     with transaction.atomic():

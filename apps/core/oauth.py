@@ -1,5 +1,8 @@
 """The OAuth2 token endpoint, hardened: repeated failed client authentications from one address are refused for a
-while (brute force on client secrets), and a token is issued in one transaction with its audit event."""
+while (brute force on client secrets), a token is issued in one transaction with its audit event, and every refused
+token request is an audit event too (`oauth2.token.failed`: the client id, grant type and scope asked for, the
+address, the status and OAuth2 error; never a secret, code, refresh token, assertion or password). Requests refused
+while a client id and address are locked out are not recorded one by one: the lockout is (`oauth2.token_lockout`)."""
 
 import base64
 import binascii
@@ -41,7 +44,9 @@ class TokenView(oauth2_views.TokenView):
             response = super().post(request, *args, **kwargs)
         if response.status_code == 200:
             cache.delete(key)
-        elif self._client_auth_failed(response):
+            return response
+        self._audit_failure(request, response, client_id=client_id, address=address)
+        if self._client_auth_failed(response):
             # add-then-incr is atomic in Redis: concurrent failures on several workers each count once.
             cache.add(key, 0, timeout=settings.TOKEN_LOCKOUT_SECONDS)
             try:
@@ -62,7 +67,29 @@ class TokenView(oauth2_views.TokenView):
     def _client_auth_failed(response: HttpResponse) -> bool:
         if response.status_code == 401:
             return True
-        try:
-            return json.loads(response.content).get("error") == "invalid_client"
-        except (ValueError, AttributeError):
-            return False
+        return _oauth_error(response)[0] == "invalid_client"
+
+    @staticmethod
+    def _audit_failure(request: HttpRequest, response: HttpResponse, *, client_id: str, address: str | None) -> None:
+        """One audit event per refused token request. Only what identifies the attempt is kept: the request's
+        secrets (client secret, authorization code, refresh token, client assertion, password) never are."""
+        error, description = _oauth_error(response)
+        audit_event_record_standalone(
+            actor=Actor(type="anonymous", id=""), action="oauth2.token.failed", object_type="oauth2_application",
+            object_id=client_id,
+            inputs={"client_id": client_id, "grant_type": str(request.POST.get("grant_type", ""))[:50],
+                    "scope": str(request.POST.get("scope", ""))[:300]},
+            output={"status": response.status_code, "error": error, "error_description": description},
+            source_ip=address,
+        )
+
+
+def _oauth_error(response: HttpResponse) -> tuple[str, str]:
+    """The OAuth2 error code and description of a token endpoint response (RFC 6749 5.2), "" where absent."""
+    try:
+        body = json.loads(response.content)
+    except (ValueError, AttributeError):
+        return "", ""
+    if not isinstance(body, dict):
+        return "", ""
+    return str(body.get("error") or "")[:100], str(body.get("error_description") or "")[:300]

@@ -7,6 +7,7 @@ from oauth2_provider.contrib.rest_framework import TokenMatchesOASRequirements
 from rest_framework import status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -15,7 +16,7 @@ from apps.audit.actors import actor_from_request
 from apps.core.api import paginated
 from apps.core.authentication import BearerTokenAuthentication
 
-from .models import Patient
+from .models import RECORD_OUTCOME_PERMISSION, Patient
 from .selectors import outcome_list, patient_by_identifier, patient_list, patient_observations
 from .serializers import (
     ObservationFilterSerializer,
@@ -79,9 +80,23 @@ class PatientObservationsApi(APIView):
         return _paginated(request, self, queryset, ObservationSerializer)
 
 
+class TokenUserMayRecordOutcomes(BasePermission):
+    """A token issued to a person (authorization code) carries that person's rights too: only someone allowed to
+    record outcomes (`patients.add_outcome`, the Clinicians role) may post one, whatever scopes the token has.
+    Client-credential tokens have no user; for them the scope (`patients:write`) decides."""
+
+    message = "The user behind this token may not record outcomes."
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        user = getattr(request, "user", None)
+        if request.method != "POST" or user is None or not getattr(user, "is_authenticated", False):
+            return True
+        return bool(user.has_perm(RECORD_OUTCOME_PERMISSION))
+
+
 class OutcomeListCreateApi(APIView):
     authentication_classes = [BearerTokenAuthentication]
-    permission_classes = [TokenMatchesOASRequirements]
+    permission_classes = [TokenMatchesOASRequirements, TokenUserMayRecordOutcomes]
     required_alternate_scopes = {"GET": [["patients:read"]], "POST": [["patients:write"]]}
 
     @extend_schema(parameters=[OutcomeFilterSerializer], responses={200: paginated(OutcomeSerializer)})

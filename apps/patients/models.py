@@ -95,6 +95,11 @@ class Outcome(models.Model):
         return f"{self.use_case}: {'present' if self.present else 'absent'}"
 
 
+# Recording an observed outcome (web form on a prediction, POST /api/v1/outcomes with a person's token) is its own
+# right, held by the Clinicians role (migration 0005), not a side effect of being allowed to request predictions.
+RECORD_OUTCOME_PERMISSION = "patients.add_outcome"
+
+
 class IngestionRun(models.Model):
     """One CSV import or FHIR sync: when, what it did per resource type, and what it could not map and why.
 

@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from apps.audit.actors import SYSTEM, Actor
 from apps.audit.services import audit_event_record
+from apps.core.csv_safe import csv_safe_row
 from apps.core.exceptions import ApplicationError
 from ml.schema import FeatureSpec
 from ml.validation import DatasetReport, file_sha256, validate_dataset
@@ -707,7 +708,10 @@ def training_dataset_export(
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow([spec_.patient_id, *[f.column for f in spec_.features], spec_.outcome.column])
+            # Safe to open in a spreadsheet (apps/core/csv_safe.py): an identifier starting like a formula gets a
+            # leading quote; the values are plain numbers and stay as they are.
+            writer.writerow(csv_safe_row([spec_.patient_id, *[f.column for f in spec_.features],
+                                          spec_.outcome.column]))
             for assembled in patients_features_assemble(spec=ispec, at=at, lookback=lookback):
                 if all(assembled.values[name].missing for name in observed):
                     skipped += 1
@@ -718,7 +722,7 @@ def training_dataset_export(
                     value = assembled.values[f.name].value
                     missing[f.name] += value is None
                     cells.append("" if value is None else f"{value:.6g}")
-                writer.writerow([assembled.patient_identifier, *cells, label])
+                writer.writerow(csv_safe_row([assembled.patient_identifier, *cells, label]))
                 rows += 1
                 events += label
         os.replace(tmp_name, out_path)

@@ -25,6 +25,7 @@ from apps.core.charts import ContributionBar, contribution_chart, risk_scale_cha
 from apps.core.exceptions import ApplicationError, ServiceUnavailable
 from apps.core.templatetags.clinpredict import num_filter, quantity_filter
 from apps.patients.forms import OutcomeForm
+from apps.patients.models import RECORD_OUTCOME_PERMISSION
 from apps.patients.selectors import outcome_by_source, patient_by_identifier, patients_with_new_observations
 from apps.patients.services import outcome_record
 from apps.registry.artifacts import ModelIntegrityError, read_verified
@@ -186,7 +187,7 @@ def _render_result(request: HttpRequest, prediction: Prediction, outcome_form: O
         "patient": patient,
         "outcome": outcome_by_source(source=OUTCOME_SOURCE, source_id=_outcome_source_id(prediction)),
         "outcome_form": outcome_form or OutcomeForm(),
-        "can_record_outcome": patient is not None and request.user.has_perm("predictions.add_prediction"),
+        "can_record_outcome": patient is not None and request.user.has_perm(RECORD_OUTCOME_PERMISSION),
     })
     return render(request, "predictions/result.html", context, status=status)
 
@@ -264,7 +265,7 @@ def prediction_break_glass_view(request: HttpRequest, prediction_id: UUID) -> Ht
 
 @never_cache
 @login_required
-@permission_required("predictions.add_prediction", raise_exception=True)
+@permission_required(RECORD_OUTCOME_PERMISSION, raise_exception=True)
 @require_POST
 def prediction_outcome(request: HttpRequest, prediction_id: UUID) -> HttpResponse:
     """Record whether the predicted condition turned out present (source clinpredict:web, one record per prediction:

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Avg, Count, F, Q, QuerySet
+from django.db.models import Avg, Count, F, Prefetch, Q, QuerySet
 from django.db.models.functions import Abs
 
 from apps.core.exceptions import ApplicationError
@@ -113,6 +113,65 @@ def model_version_status_history(*, version: ModelVersion) -> QuerySet[ModelVers
 
 def use_cases() -> list[str]:
     return list(ModelVersion.objects.order_by("use_case").values_list("use_case", flat=True).distinct())
+
+
+# --- the model catalogue for integrators (GET /api/v1/models) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LiveModel:
+    """A registered use case and the version that answers its predictions now (None: no champion, predictions get
+    503), with the status change that made it champion."""
+
+    use_case: str
+    version: ModelVersion | None
+    promotion: ModelVersionStatusChange | None
+
+
+def _promotions() -> Prefetch:
+    """Each version's status changes that made it champion, newest first (to_attr `promotions`)."""
+    return Prefetch("status_changes", to_attr="promotions", queryset=ModelVersionStatusChange.objects.filter(
+        to_status=ModelVersion.Status.CHAMPION).order_by("-changed_at", "-id"))
+
+
+def model_version_last_promotion(*, version: ModelVersion) -> ModelVersionStatusChange | None:
+    """The status change that last made `version` champion (its promotion or rollback), or None if it never was."""
+    promotions = getattr(version, "promotions", None)
+    if promotions is not None:
+        return promotions[0] if promotions else None
+    return (version.status_changes.filter(to_status=ModelVersion.Status.CHAMPION)
+            .order_by("-changed_at", "-id").first())
+
+
+def live_models() -> list[LiveModel]:
+    """Every registered use case with its live version, by name: two queries, whatever the number of use cases."""
+    champions = {v.use_case: v for v in model_versions_champions().prefetch_related(_promotions())}
+    return [LiveModel(name, champions.get(name),
+                      model_version_last_promotion(version=champions[name]) if name in champions else None)
+            for name in use_cases()]
+
+
+def live_model_version(*, use_case: str, version: int | None = None) -> ModelVersion:
+    """The version an integrator asks about: `version` of `use_case`, or its champion when `version` is None.
+    Unknown use case, unknown version or no champion: ApplicationError 404 naming the field and what exists."""
+    registered = dict(ModelVersion.objects.filter(use_case=use_case).values_list("version", "status"))
+    if not registered:
+        known = ", ".join(use_cases()) or "none"
+        raise ApplicationError(f"No model is registered for the use case '{use_case}'.", code="not_found",
+                               status_code=404,
+                               fields={"use_case": [f"Unknown use case; registered use cases: {known}."]})
+    numbers = ", ".join(str(n) for n in sorted(registered))
+    if version is None:
+        version = next((n for n, status in registered.items() if status == ModelVersion.Status.CHAMPION), None)
+        if version is None:
+            raise ApplicationError(f"{use_case} has no live (champion) version; ask for one with ?version=N.",
+                                   code="not_found", status_code=404,
+                                   fields={"version": [f"No live version; registered versions: {numbers}."]})
+    elif version not in registered:
+        raise ApplicationError(f"No model version {use_case}@{version}.", code="not_found", status_code=404,
+                               fields={"version": [f"{use_case} has no version {version}; registered versions: "
+                                                   f"{numbers}."]})
+    return ModelVersion.objects.prefetch_related(_promotions()).get(use_case=use_case, version=version)
 
 
 # --- comparison with the champion ---------------------------------------------------------------------------

@@ -47,15 +47,23 @@ def test_retraining_in_a_worker_registers_a_candidate_and_never_promotes(worker:
     assert ModelVersion.objects.get(status=ModelVersion.Status.CHAMPION).pk == champion.pk  # never promoted
     start = AuditEvent.objects.get(action="retraining.start", object_id=str(run.pk))
     assert not start.output["worker"].endswith(f":{os.getpid()}")  # trained by the worker process, not here
-    # The run row commits inside the task; the outcome counter moves when the task has returned, a moment later.
-    # It may count more than one success: with this suite's 4 s visibility timeout a slow training is redelivered
-    # while it runs, and the second delivery finds the run finished (one candidate, one attempt, as asserted above).
-    success = 'clinpredict_celery_tasks_total{state="success",task="monitoring.retrain"} '
-    line = wait_for(lambda: next((x for x in worker.metrics().splitlines() if x.startswith(success)), None),
-                    timeout=30, what="the task outcome metric", worker=worker)
-    assert float(line.removeprefix(success)) >= 1.0
+    # The run row commits inside the task; the outcome counter moves when the task has returned, a moment later,
+    # and its sample may be exported at 0 before the increment lands: wait for the condition (at least one success),
+    # not for the line. It may count more than one success: with this suite's 4 s visibility timeout a slow training
+    # is redelivered while it runs, and the second delivery finds the run finished (one candidate, one attempt, as
+    # asserted above).
+    wait_for(lambda: _retrain_successes(worker) >= 1.0, timeout=120,
+             what="a success of monitoring.retrain in the worker's task outcome metric", worker=worker)
+    assert _retrain_successes(worker) >= 1.0  # a counter only grows
     print(f"run {run.pk}: candidate {run.candidate.label} (test AUROC {run.candidate.test_auroc:.3f}) "  # noqa: T201
           f"registered by {start.output['worker']}; champion still {champion.label}")
+
+
+def _retrain_successes(worker: Worker) -> float:
+    """The worker's count of successful `monitoring.retrain` tasks (0 while the sample is absent)."""
+    success = 'clinpredict_celery_tasks_total{state="success",task="monitoring.retrain"} '
+    line = next((x for x in worker.metrics().splitlines() if x.startswith(success)), None)
+    return 0.0 if line is None else float(line.removeprefix(success))
 
 
 def test_daily_scoring_in_workers_creates_audited_predictions(worker: Worker, champion: Any,

@@ -109,3 +109,48 @@ def test_admin_group_and_oauth_application_changes_are_audited(admin_client: Cli
     assert app_create.output["client_id"] == "ehr-client" and app_create.output["client_type"] == "confidential"
     assert app_delete.action == "oauth2_application.delete" and app_delete.object_id == str(app.pk)
     assert "ehr-secret-value" not in _everything_recorded()
+
+
+def test_failed_token_requests_are_audited_with_client_address_and_reason_never_the_secret(
+        oauth_app: Any, settings: Any) -> None:
+    settings.TOKEN_FAILURE_LIMIT = 3
+    secret = "guessed-secret-0123"  # noqa: S105 - the wrong secret an attacker tries
+    basic = base64.b64encode(f"test-system:{secret}".encode()).decode()
+
+    bad_secret = Client(REMOTE_ADDR="10.1.2.3").post("/o/token/", {
+        "grant_type": "client_credentials", "client_id": "test-system", "client_secret": secret,
+        "scope": "predictions:read"})
+    bad_basic = Client(REMOTE_ADDR="10.1.2.3").post("/o/token/", {"grant_type": "client_credentials"},
+                                                    HTTP_AUTHORIZATION=f"Basic {basic}")
+    bad_grant = Client(REMOTE_ADDR="10.9.9.9").post("/o/token/", {
+        "grant_type": "password", "client_id": "test-system", "client_secret": "test-system-secret",
+        "username": "someone", "password": "their-password-0123"})
+    ok = Client().post("/o/token/", {"grant_type": "client_credentials", "client_id": "test-system",
+                                     "client_secret": "test-system-secret", "scope": "predictions:read"})
+
+    assert (bad_secret.status_code, bad_basic.status_code, ok.status_code) == (401, 401, 200)
+    assert bad_grant.status_code in {400, 401}
+    failed = _events("oauth2.token.failed")
+    assert len(failed) == 3
+    assert [e.source_ip for e in failed] == ["10.1.2.3", "10.1.2.3", "10.9.9.9"]
+    assert all(e.inputs["client_id"] == "test-system" and e.object_id == "test-system" for e in failed)
+    assert failed[0].inputs == {"client_id": "test-system", "grant_type": "client_credentials",
+                                "scope": "predictions:read"}
+    assert failed[0].output["status"] == 401 and failed[0].output["error"] == "invalid_client"
+    assert failed[2].inputs["grant_type"] == "password" and failed[2].output["error"]
+    recorded = _everything_recorded()
+    for never in (secret, basic, "test-system-secret", "their-password-0123"):
+        assert never not in recorded
+    assert audit_chain_verify().ok
+
+
+def test_the_token_lockout_still_counts_and_is_recorded_once(oauth_app: Any, settings: Any) -> None:
+    settings.TOKEN_FAILURE_LIMIT = 3
+    bad = {"grant_type": "client_credentials", "client_id": "test-system", "client_secret": "guess"}
+
+    statuses = [Client().post("/o/token/", bad).status_code for _ in range(5)]
+
+    assert statuses == [401, 401, 401, 429, 429]
+    # Each refused attempt is one event; requests refused during the lockout are summed up by the lockout event.
+    assert len(_events("oauth2.token.failed")) == 3
+    assert len(_events("oauth2.token_lockout")) == 1

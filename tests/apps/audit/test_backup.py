@@ -166,12 +166,47 @@ def test_restore_rebuilds_a_lost_ledger_in_order(record_events: Callable[..., li
 
     with pytest.raises(CommandError, match="does not continue it; restore the backups in order"):
         _run("restore_audit_backup", str(second))
-    out = _run("restore_audit_backup", str(first), str(second))
+    assert AuditEvent.objects.count() == 0  # a refused restore records nothing: #1 stays free for the backup
+    out = _run("restore_audit_backup", "--actor-name", "ops", str(first), str(second))
 
     assert "Restored 3 events #1..#3" in out and "Restored 3 events #4..#6" in out
-    assert list(AuditEvent.objects.order_by("seq").values_list("seq", "hash")) == original
+    assert "Recorded the restore as audit event #7 (audit.restore)" in out
+    assert list(AuditEvent.objects.order_by("seq").values_list("seq", "hash"))[:6] == original
+    restore = AuditEvent.objects.get(seq=7)
+    assert (restore.action, restore.actor_type, restore.actor_id) == ("audit.restore", "system",
+                                                                      "restore_audit_backup:ops")
+    assert restore.prev_hash == original[-1][1] and restore.object_id == "1-6"
+    assert restore.inputs == {"files": [first.name, second.name]}
+    assert [(r["file"], r["first_seq"], r["last_seq"], r["events"]) for r in restore.output["restored"]] == [
+        (first.name, 1, 3, 3), (second.name, 4, 6, 3)]
     assert audit_chain_verify().ok
-    assert "Already present and identical" in _run("restore_audit_backup", str(first))
+    again = _run("restore_audit_backup", str(first))
+    assert "Already present and identical" in again and "Recorded" not in again
+    assert AuditEvent.objects.count() == 7  # nothing restored, nothing recorded
+
+
+def test_a_restore_run_is_all_or_nothing_and_a_corrected_run_then_succeeds(
+        record_events: Callable[..., list[AuditEvent]], backup_key: str) -> None:
+    record_events(3)
+    _run("backup_audit")
+    record_events(2)
+    _run("backup_audit")
+    first, second = _files(settings.AUDIT_BACKUP_DIR)
+    good_second = second.read_bytes()
+    _wipe_ledger()
+    damaged = bytearray(good_second)
+    damaged[-40] ^= 0x01
+    second.write_bytes(bytes(damaged))
+
+    with pytest.raises(CommandError, match="failed authentication"):
+        _run("restore_audit_backup", str(first), str(second))
+    assert AuditEvent.objects.count() == 0  # the first file's events rolled back with the run
+
+    second.write_bytes(good_second)
+    out = _run("restore_audit_backup", str(first), str(second))
+
+    assert "Recorded the restore as audit event #7" in out
+    assert AuditEvent.objects.filter(action="audit.restore").count() == 1 and audit_chain_verify().ok
 
 
 def test_verify_names_an_event_altered_in_the_database_after_the_backup(

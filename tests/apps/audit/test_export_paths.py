@@ -32,7 +32,10 @@ AWKWARD_JSON: list[Any] = [
     {"features": {"glucose": {"value": 7.0, "unit": "mmol/L"}, "insulin": None}, "x": 100.0, "y": 1e-4},
 ]
 AWKWARD_TEXT = ["", "plain", 'comma, "quote"', "new\nline", "cr\rlf\r\n", "tab\there", "back\\slash", "é日本😀",
-                "\u2028\u2029", "\x01\x1f\x7f", " lead", '"', ",", "'single'"]
+                "\u2028\u2029", "\x01\x1f\x7f", " lead", '"', ",", "'single'",
+                # Formula starts (CSV injection): neutralised alike by both paths; negative numbers are left alone.
+                "=1+1", '=HYPERLINK("http://x","y")', "+cmd", "@SUM(A1)", "\tformula", "\r=cr", "'=quoted", "-",
+                "-x", "-5", "-0.25", "-1.5e-07", "-.5", "-5\n", "-5e", "--5", "-٣", "=a,b"]
 ACTIONS = ["auth.login", "auth.logout", "auth.login_failed", "oauth2.token.issue", "audit.export",
            "prediction.create", "prediction.failed", "registry.model.promote", "registry.delete", "x.revoke",
            "thing.read", "foo", "a.b_failed", "model.archive", "z.view", 'odd,"action"']

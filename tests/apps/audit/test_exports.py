@@ -1,6 +1,7 @@
 import csv
 import io
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -194,3 +195,43 @@ def test_export_command_rejects_a_bad_filter(db: None) -> None:
     with pytest.raises(CommandError, match="--created-after: 'last week' is not a date"):
         call_command("export_audit", "--created-after", "last week", "--output", "-")
     assert not AuditEvent.objects.exists()
+
+
+def test_csv_export_neutralises_formulas_while_jsonl_and_the_chain_stay_unchanged(
+        record_events: Callable[..., list[AuditEvent]], api_client: Callable[[str], Client]) -> None:
+    """OWASP CSV injection: a patient id starting with `=` (and the other formula starts) reaches the CSV behind a
+    single quote; JSONL carries the stored value; the chain verifies in the database, from JSONL and from the CSV
+    once each cell's leading quote is dropped again."""
+    from apps.audit.selectors import audit_chain_verify
+    from apps.core.csv_safe import csv_cell_value
+
+    hostile = ['=HYPERLINK("http://evil.example","x")', "+1+1", "-2+3", "@SUM(A1:A9)", "\tx", "\r=x", "'quoted"]
+    events = [*[e for value in hostile for e in record_events(1, patient_ref=value)],
+              *record_events(1, patient_ref="-42", inputs={"delta": -3.5})]
+    client = api_client("audit:read")
+
+    csv_body = _body(client.get(EVENTS_URL, {"format": "csv"})).decode()
+    jsonl_rows = _jsonl(_body(client.get(EVENTS_URL, {"format": "jsonl"})))
+
+    rows = list(csv.DictReader(io.StringIO(csv_body, newline="")))
+    assert [r["patient_ref"] for r in rows[:len(hostile)]] == ["'" + value for value in hostile]
+    assert rows[len(hostile)]["patient_ref"] == "-42"  # a plain negative number is not a formula: kept
+    negative_number = re.compile(r"-[0-9]+(\.[0-9]+)?")
+    assert not [cell for row in rows for cell in row.values()
+                if cell[:1] in ("=", "+", "-", "@", "\t", "\r") and not negative_number.fullmatch(cell)]
+    assert [r["patient_ref"] for r in jsonl_rows[:len(events)]] == [e.patient_ref for e in events]  # unchanged
+    assert jsonl_rows[0]["patient_ref"] == hostile[0]
+    assert AuditEvent.objects.get(seq=events[0].seq).patient_ref == hostile[0]  # nothing stored changed
+    assert audit_chain_verify().ok
+    for row in jsonl_rows:
+        row["created_at"] = datetime.fromisoformat(row["created_at"])
+    assert chain_check(jsonl_rows, prev_hash=GENESIS_HASH).ok
+    from_csv = []
+    for row in rows[:len(events)]:
+        values = {name: csv_cell_value(cell) for name, cell in row.items()}
+        values.update(seq=int(values["seq"]), created_at=datetime.fromisoformat(values["created_at"]),
+                      inputs=json.loads(values["inputs"]) if values["inputs"] else None,
+                      output=json.loads(values["output"]) if values["output"] else None,
+                      source_ip=values["source_ip"] or None)
+        from_csv.append(values)
+    assert chain_check(from_csv, prev_hash=GENESIS_HASH).ok

@@ -65,3 +65,17 @@ def test_export_counts_an_outcome_only_from_its_onset(tmp_path: Path) -> None:
     assert (after.rows, after.events) == (1, 1)
     row = next(csv.DictReader((tmp_path / "b.csv").open()))
     assert (row["patient_id"], row["age"], row["sex"], row["glucose"], row["hba1c"]) == ("fhir-1", "66", "1", "150", "")
+
+
+def test_the_training_export_is_safe_to_open_in_a_spreadsheet(tmp_path: Path) -> None:
+    """An identifier starting like a formula gets a leading quote (OWASP CSV injection); the numbers stay numbers."""
+    patient = Patient.objects.create(identifier='=HYPERLINK("http://evil.example","x")', sex="female",
+                                     birth_date=date(1980, 1, 1), source="s", external_id="2")
+    Observation.objects.create(patient=patient, code="2345-7", value=150, unit="mg/dL", value_canonical=150,
+                               unit_canonical="mg/dL", effective_at=datetime(2026, 5, 1, tzinfo=UTC), source="s",
+                               source_id="Observation/2", source_resource="Observation/2")
+
+    training_dataset_export(spec="t2d_fhir", out_path=tmp_path / "t.csv", at=datetime(2026, 6, 1, tzinfo=UTC))
+
+    row = next(csv.DictReader((tmp_path / "t.csv").open(newline="")))
+    assert (row["patient_id"], row["glucose"], row["sex"]) == ("'" + patient.identifier, "150", "0")
