@@ -75,15 +75,27 @@ class AuditEventDraft:
 
 
 def audit_events_record_many(*, actor: Actor, drafts: Sequence[AuditEventDraft], source_ip: str | None = None,
-                             rows: Sequence[models.Model] | None = None) -> list[AuditEvent]:
+                             rows: Sequence[models.Model] | None = None,
+                             own_transaction: bool = False) -> list[AuditEvent]:
     """Append events to the chain in the given order, taking the chain lock once and inserting them in one
     statement: contiguous sequence numbers, each event hashed over its predecessor. Must run inside the caller's
     transaction, so the events and the changes they record commit or roll back together.
 
     `rows`: one unsaved instance per event, of one model with `audit_seq` and `created_at` fields (the change each
     event records, e.g. the prediction). They get their event's seq and time and are inserted with the events: on
-    PostgreSQL in the same statement, so the section other writers wait for is one round trip and the COMMIT."""
-    if not connection.in_atomic_block:
+    PostgreSQL in the same statement, so the section other writers wait for is one round trip and the COMMIT.
+
+    `own_transaction`: for a change that is nothing but `rows` (a prediction without shadow scoring), the caller
+    opens no transaction: the events and the rows are one transaction of their own, committed (durably) before
+    this returns. On PostgreSQL that is the append statement alone in autocommit: BEGIN and COMMIT cost no round
+    trips of their own, and the chain lock is released by the commit inside that statement instead of waiting for
+    the client's COMMIT. Inside a caller's transaction (an idempotent request, a test) the statement simply joins
+    it. Elsewhere (SQLite) the writes are wrapped in a transaction here."""
+    if own_transaction and not (connection.vendor == "postgresql"
+                                and (connection.in_atomic_block or connection.get_autocommit())):
+        with transaction.atomic():
+            return audit_events_record_many(actor=actor, drafts=drafts, source_ip=source_ip, rows=rows)
+    if not (own_transaction or connection.in_atomic_block):
         raise RuntimeError("audit_event_record must be called inside the transaction of the change it records")
     if not drafts:
         return []
