@@ -10,7 +10,6 @@ from oauth2_provider.contrib.rest_framework import TokenMatchesOASRequirements
 from rest_framework import status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,6 +18,7 @@ from apps.audit.actors import actor_from_request, source_ip_from_request
 from apps.core.api import paginated
 from apps.core.authentication import BearerTokenAuthentication
 from apps.core.exceptions import ApplicationError
+from apps.core.renderers import JSONRenderer
 
 from .fhir import FHIRJSONRenderer, risk_assessment
 from .idempotency import prediction_create_idempotent, request_fingerprint, validate_key
