@@ -4,14 +4,12 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import axes.middleware
 import csp.constants
 import csp.middleware
 import csp.utils
 import django.contrib.auth.middleware
 import django.contrib.messages.middleware
 import django.contrib.sessions.middleware
-import django.middleware.csrf
 import django_prometheus.middleware
 from django.conf import settings
 from django.contrib.auth import logout
@@ -72,7 +70,7 @@ BEARER_API_PREFIXES = ("/api/", "/fhir/", "/cds-services")
 
 def bearer_api_request(request: HttpRequest) -> bool:
     """A request to an API path that carries a bearer token: it needs none of the middleware that serves people's
-    pages (session, CSRF, sign-in, session timeout, messages, sign-in lockout). Decided once per request."""
+    sessions (session, sign-in, session timeout, messages). Decided once per request."""
     try:
         return bool(request._clinpredict_bearer_api)  # type: ignore[attr-defined]
     except AttributeError:
@@ -83,11 +81,15 @@ def bearer_api_request(request: HttpRequest) -> bool:
 
 
 class PagesOnly:
-    """Mixin for a middleware that serves people's pages: a bearer-token API request (`bearer_api_request`) passes
-    straight through it; every other request, API or page, gets the middleware unchanged. On the prediction path
-    these six middleware were ~10% of the Python calls per request and did nothing: API views authenticate with
-    the token alone, DRF views are CSRF-exempt, and no API view reads the session or sets a message. Such a request
-    has no `request.session`; `request.user` is what the API view's authentication set."""
+    """Mixin for a middleware that serves people's sessions: a bearer-token API request (`bearer_api_request`)
+    passes straight through it; every other request, API or page, gets the middleware unchanged. On the prediction
+    path these did nothing but cost calls (the session was even read, for SessionTimeoutMiddleware's
+    `request.user`): API views authenticate with the token alone and no API view reads the session or sets a
+    message. Such a request has no `request.session`; `request.user` is what the API view's authentication set.
+
+    CSRF and django-axes keep their own middleware for every request: both are cheap on the API (DRF views are
+    CSRF-exempt; axes only looks for a lockout flag), and Django's and axes' security checks (security.W003,
+    axes.W002) look for their exact dotted paths in MIDDLEWARE."""
 
     # Synchronous only (gunicorn's WSGI workers): under ASGI Django adapts these with sync_to_async.
     sync_capable = True
@@ -103,22 +105,11 @@ class SessionMiddleware(PagesOnly, django.contrib.sessions.middleware.SessionMid
     pass
 
 
-class CsrfViewMiddleware(PagesOnly, django.middleware.csrf.CsrfViewMiddleware):
-    def process_view(self, request: HttpRequest, callback: Any, callback_args: Any, callback_kwargs: Any) -> Any:
-        if bearer_api_request(request):
-            return None  # every view under BEARER_API_PREFIXES is CSRF-exempt (DRF's APIView, the CDS Hooks views)
-        return super().process_view(request, callback, callback_args, callback_kwargs)
-
-
 class AuthenticationMiddleware(PagesOnly, django.contrib.auth.middleware.AuthenticationMiddleware):
     pass
 
 
 class MessageMiddleware(PagesOnly, django.contrib.messages.middleware.MessageMiddleware):
-    pass
-
-
-class AxesMiddleware(PagesOnly, axes.middleware.AxesMiddleware):
     pass
 
 

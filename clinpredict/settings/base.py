@@ -57,18 +57,18 @@ MIDDLEWARE = [
     "apps.core.middleware.BodyLimitMiddleware",  # 413 for an API body over CLINPREDICT_MAX_BODY_BYTES, unread
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    # The "pages only" middleware (apps.core.middleware.PagesOnly) are Django's and django-axes' own, passed
-    # straight through by a request to an API path that carries a bearer token: the API never uses the session.
+    # The "pages only" middleware (apps.core.middleware.PagesOnly) are Django's own, passed straight through by a
+    # request to an API path that carries a bearer token: the API never uses the session.
     "apps.core.middleware.SessionMiddleware",  # pages only
     "django.middleware.common.CommonMiddleware",
-    "apps.core.middleware.CsrfViewMiddleware",  # pages only
+    "django.middleware.csrf.CsrfViewMiddleware",
     "apps.core.middleware.AuthenticationMiddleware",  # pages only
     "apps.core.middleware.SessionTimeoutMiddleware",  # pages only
     "apps.core.middleware.MessageMiddleware",  # pages only
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "apps.core.middleware.CSPMiddleware",
     "apps.core.middleware.NoStoreMiddleware",
-    "apps.core.middleware.AxesMiddleware",  # pages only
+    "axes.middleware.AxesMiddleware",
     "apps.core.middleware.PrometheusAfterMiddleware",  # django-prometheus' with the method label bounded
 ]
 

@@ -1,6 +1,6 @@
-"""A request to an API path with a bearer token passes the pages-only middleware (session, CSRF, sign-in, session
-timeout, messages, lockout) straight through; pages, and API requests without a bearer token, get them as before.
-The headers every answer carries (request id, no-store, CSP, frame options) stay."""
+"""A request to an API path with a bearer token passes the pages-only middleware (session, sign-in, session timeout,
+messages) straight through; pages, and API requests without a bearer token, get them as before. The headers every
+answer carries (request id, no-store, CSP, frame options) stay, and CSRF and the lockout middleware run for all."""
 
 import json
 from typing import Any
@@ -12,25 +12,24 @@ from django.test import Client
 from apps.core import middleware
 
 
-def test_the_pages_only_middleware_are_djangos_and_axes_own_in_the_same_places() -> None:
-    import axes.middleware
+def test_the_pages_only_middleware_are_djangos_own_in_the_same_places() -> None:
     import django.contrib.auth.middleware
     import django.contrib.messages.middleware
     import django.contrib.sessions.middleware
-    import django.middleware.csrf
 
     wrapped = {
         "apps.core.middleware.SessionMiddleware": django.contrib.sessions.middleware.SessionMiddleware,
-        "apps.core.middleware.CsrfViewMiddleware": django.middleware.csrf.CsrfViewMiddleware,
         "apps.core.middleware.AuthenticationMiddleware": django.contrib.auth.middleware.AuthenticationMiddleware,
+        "apps.core.middleware.SessionTimeoutMiddleware": object,
         "apps.core.middleware.MessageMiddleware": django.contrib.messages.middleware.MessageMiddleware,
-        "apps.core.middleware.AxesMiddleware": axes.middleware.AxesMiddleware,
     }
     for path, original in wrapped.items():
         assert path in settings.MIDDLEWARE
         assert issubclass(getattr(middleware, path.rsplit(".", 1)[1]), original)
-    order = [settings.MIDDLEWARE.index(path) for path in wrapped]
-    assert order == sorted(order)  # session before CSRF before sign-in before messages before lockout
+    order = [settings.MIDDLEWARE.index(path) for path in (*wrapped, "django.middleware.csrf.CsrfViewMiddleware")]
+    assert order[:4] == sorted(order[:4])  # session before sign-in before its timeout before messages
+    assert "axes.middleware.AxesMiddleware" in settings.MIDDLEWARE  # every request, as Django's and axes' checks
+    assert order[0] < order[4] < order[1]  # CSRF between session and sign-in, as before
 
 
 def test_a_bearer_prediction_touches_no_session_and_keeps_every_api_header(
@@ -42,7 +41,7 @@ def test_a_bearer_prediction_touches_no_session_and_keeps_every_api_header(
 
     assert response.status_code == 201
     assert "Cookie" not in response.get("Vary", "")  # the session was never read
-    assert "sessionid" not in response.cookies and "csrftoken" not in response.cookies
+    assert "sessionid" not in response.cookies
     assert response["X-Request-ID"] == "req-12345678"
     assert response["Cache-Control"] == "no-store, max-age=0"
     assert response["X-Frame-Options"] == "DENY"

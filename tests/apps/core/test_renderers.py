@@ -6,7 +6,7 @@ import dataclasses
 import decimal
 import json
 import uuid
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -28,7 +28,7 @@ SAMPLES: list[Any] = [
     {"line": "a\u2028b\u2029c", "amount": decimal.Decimal("1.25"), 3: "int key", "tuple": (1, 2)},
     [1, 2.5, "x", None, True, {"nested": [[]]}],
     {"huge": 2**70},  # beyond 64 bits: DRF renders it
-    {"when": datetime(2026, 12, 5, 13, 0, 1)},  # naive, no microseconds
+    {"when": datetime(2026, 12, 5, 13, 0, 1, tzinfo=timezone(timedelta(hours=2)))},  # no microseconds
     "plain",
 ]
 
