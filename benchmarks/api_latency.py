@@ -14,6 +14,7 @@ from typing import Any
 
 from .common import write_result
 from .servers import (
+    BENCH_DB,
     MLFLOW_COMMAND,
     PREDICTION_BODY,
     SERVE_COMMAND,
@@ -43,15 +44,15 @@ def _lua(body: bytes, headers: dict[str, str]) -> str:
 
 
 def wrk(server: Server, path: str, body: bytes, headers: dict[str, str], *, seconds: int = WRK_SECONDS,
-        connections: int = WRK_CONNECTIONS, database: bool = False) -> dict[str, Any]:
-    """wrk against the server; also the CPU its processes (and, with `database`, the benchmark database's
-    PostgreSQL backends) spent per request during the run, from /proc."""
+        connections: int = WRK_CONNECTIONS, database: bool = False, database_name: str = BENCH_DB) -> dict[str, Any]:
+    """wrk against the server; also the CPU its processes (and, with `database`, the PostgreSQL backends of
+    `database_name`) spent per request during the run, from /proc."""
     server_pids = group_pids(server.pgid) if server.pgid else set()
-    backend_pids = database_backend_pids() if database else set()
+    backend_pids = database_backend_pids(database_name) if database else set()
     cpu_before = process_cpu_seconds(server_pids | backend_pids)
     result = _wrk(server, path, body, headers, seconds=seconds, connections=connections)
     if database:
-        backend_pids |= database_backend_pids()
+        backend_pids |= database_backend_pids(database_name)
     cpu_after = process_cpu_seconds(server_pids | backend_pids)
     spent = {pid: cpu_after[pid] - cpu_before.get(pid, 0.0) for pid in cpu_after}
     requests = max(1, result["requests"])
