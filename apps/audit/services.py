@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,16 @@ _APPEND_SQL = ("SELECT event_id, event_seq, event_created_at, event_prev_hash, e
                "FROM audit_auditevent_append(%s, %s::jsonb, %s::text)")
 
 
+@cache
+def _companion_append_sql(function: str) -> str:
+    """The statement for a model that names its own append function (`AUDITED_APPEND_FUNCTION`, e.g. the
+    predictions' in apps/predictions/migrations/0005): it calls `audit_auditevent_append` for the events and inserts
+    that model's rows with a static INSERT whose plan PostgreSQL keeps, where the generic function plans a dynamic
+    one on every call under the chain lock. Same arguments, same result columns."""
+    name = connection.ops.quote_name(function)
+    return f"SELECT event_id, event_seq, event_created_at, event_prev_hash, event_hash FROM {name}(%s, %s::jsonb)"  # noqa: S608 - a model constant
+
+
 def _json_column(value: Any) -> Any:
     """A model value as JSON that jsonb_populate_record turns back into the same column value."""
     if isinstance(value, uuid.UUID):
@@ -165,9 +176,14 @@ def _append_in_database(prepared: Sequence[dict[str, Any]],
             item["row"] = {f.column: _json_column(getattr(row, f.attname)) for f in row._meta.concrete_fields
                            if f.attname not in ("audit_seq", "created_at")}
         payload.append(item)
-    table = rows[0]._meta.db_table if rows else None
+    function = getattr(type(rows[0]), "AUDITED_APPEND_FUNCTION", None) if rows else None
+    if function:
+        sql, params = _companion_append_sql(function), [_AUDIT_CHAIN_LOCK_KEY, json.dumps(payload)]
+    else:
+        table = rows[0]._meta.db_table if rows else None
+        sql, params = _APPEND_SQL, [_AUDIT_CHAIN_LOCK_KEY, json.dumps(payload), table]
     with connection.cursor() as cursor:
-        cursor.execute(_APPEND_SQL, [_AUDIT_CHAIN_LOCK_KEY, json.dumps(payload), table])
+        cursor.execute(sql, params)
         returned = sorted(cursor.fetchall(), key=lambda r: r[1])  # by seq: the order of the drafts
     events: list[AuditEvent] = []
     for index, (fields, (pk, seq, created_at, prev_hash, digest)) in enumerate(zip(prepared, returned, strict=True)):

@@ -31,7 +31,7 @@ def test_the_append_is_its_own_autocommit_transaction_and_committed_before_the_a
     seen: list[tuple[bool, bool]] = []
 
     def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if "audit_auditevent_append" in sql:
+        if "_append" in sql:  # predictions_prediction_append, around audit_auditevent_append
             seen.append((connection.in_atomic_block, connection.get_autocommit()))
         return execute(sql, params, many, context)
 
@@ -76,3 +76,36 @@ def test_a_failing_append_outside_a_transaction_stores_neither_event_nor_row(
 def test_without_own_transaction_the_append_still_demands_the_callers() -> None:
     with pytest.raises(RuntimeError, match="inside the transaction"):
         audit_events_record_many(actor=SYSTEM, drafts=[AuditEventDraft(action="test.event")])
+
+
+@pytest.mark.parametrize("static", [True, False])
+def test_the_predictions_own_append_and_the_generic_one_store_the_same(
+        champion: Any, api_client: Any, valid_features: dict, monkeypatch: Any, static: bool) -> None:
+    """Prediction.AUDITED_APPEND_FUNCTION (a static INSERT, migration 0005) or the generic function's dynamic one:
+    each prediction gets its event's seq and time, in request order, and the chain verifies."""
+    if not static:
+        monkeypatch.setattr(Prediction, "AUDITED_APPEND_FUNCTION", None)
+    statements: list[str] = []
+
+    def record(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    body = [{"use_case": "diabetes", "features": valid_features, "patient_id": f"p-{i}"} for i in range(3)]
+    with connection.execute_wrapper(record):
+        response = api_client("predictions:write").post("/api/v1/predictions", data=json.dumps(body),
+                                                        content_type="application/json")
+
+    assert response.status_code == 201
+    appends = [sql for sql in statements if "_append" in sql]
+    assert len(appends) == 1
+    assert ("predictions_prediction_append" in appends[0]) is static
+    answered = response.json()
+    for item in answered:
+        prediction = Prediction.objects.get(id=item["id"])
+        event = AuditEvent.objects.get(object_id=item["id"])
+        assert (prediction.audit_seq, prediction.created_at) == (event.seq, event.created_at) == (
+            item["audit_seq"], prediction.created_at)
+    assert [item["patient_id"] for item in answered] == ["p-0", "p-1", "p-2"]
+    assert [item["audit_seq"] for item in answered] == sorted(item["audit_seq"] for item in answered)
+    assert audit_chain_verify().ok
