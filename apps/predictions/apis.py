@@ -28,6 +28,7 @@ from .serializers import (
     PredictionFilterSerializer,
     PredictionInputSerializer,
     PredictionSerializer,
+    prediction_input_plain,
     predictions_represent,
 )
 from .services import PredictionRequest, patient_prediction_request, prediction_create_many
@@ -71,12 +72,15 @@ class PredictionListCreateApi(APIView):
             raise ValidationError({"non_field_errors": [
                 f"A batch must hold between 1 and {settings.PREDICTION_BATCH_LIMIT} predictions; got {len(items)}."
             ]})
-        serializer = PredictionInputSerializer(data=data, many=many)
-        if not serializer.is_valid():
-            errors = serializer.errors
-            raise ValidationError({str(i): e for i, e in enumerate(errors) if e} if many else errors)
+        validated = [prediction_input_plain(item) for item in items]
+        if any(item is None for item in validated):  # anything but the everyday body: the serializer decides
+            serializer = PredictionInputSerializer(data=data, many=many)
+            if not serializer.is_valid():
+                errors = serializer.errors
+                raise ValidationError({str(i): e for i, e in enumerate(errors) if e} if many else errors)
+            validated = serializer.validated_data if many else [serializer.validated_data]
         requests, errors = [], {}
-        for index, item in enumerate(serializer.validated_data if many else [serializer.validated_data]):
+        for index, item in enumerate(validated):
             patient_ref = item.get("patient_id", "").strip()
             if "features" in item:
                 requests.append(PredictionRequest(item["use_case"], item["features"], patient_ref))
