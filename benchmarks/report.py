@@ -5,7 +5,7 @@ from typing import Any
 
 from .common import REPO, RESULTS
 
-ORDER = ["api_latency", "batch_scoring", "cds_hooks", "hot_swap", "profile_request", "inference", "training",
+ORDER = ["api_latency", "floor", "scaling", "batch_scoring", "cds_hooks", "hot_swap", "profile_request", "inference", "training",
          "clinical_validity", "fhir_sync", "audit_export"]
 
 
