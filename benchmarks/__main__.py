@@ -5,8 +5,8 @@ import sys
 
 from . import report
 
-BENCHMARKS = ["training", "fhir_sync", "audit_export", "inference", "api_latency", "batch_scoring", "cds_hooks",
-              "hot_swap", "profile_request", "clinical_validity"]
+BENCHMARKS = ["training", "fhir_sync", "audit_export", "inference", "api_latency", "floor", "scaling",
+              "batch_scoring", "cds_hooks", "hot_swap", "profile_request", "clinical_validity"]
 
 
 def main(argv: list[str]) -> None:

@@ -93,7 +93,7 @@ def clinpredict_env() -> dict[str, str]:
         # The throttle guards a real deployment; the benchmark measures the server, not the rate limit.
         "CLINPREDICT_API_THROTTLE_RATE": "10000000/min",
         # Production shares the throttle counters, token lockouts and CDS Hooks jti marks in Redis.
-        "CACHE_URL": "redis://127.0.0.1:6379/2", "CACHE_KEY_PREFIX": "bench",
+        "CACHE_URL": os.environ.get("BENCH_CACHE_URL", "redis://127.0.0.1:6379/2"), "CACHE_KEY_PREFIX": "bench",
     })
     return env
 
@@ -161,14 +161,41 @@ SERVE_COMMAND = "make -o .venv/.ml-installed serve PORT=<port> WEB_CONCURRENCY=2
 
 
 @contextmanager
-def clinpredict_served(env: dict[str, str], log_name: str = "clinpredict-serve.log") -> Iterator[Server]:
+def clinpredict_served(env: dict[str, str], log_name: str = "clinpredict-serve.log",
+                       workers: int = 2) -> Iterator[Server]:
     """`make serve` (gunicorn, 2 workers, production settings); `-o` keeps make from reinstalling requirements."""
     port = free_port()
     log = WORK / log_name
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
-        process = subprocess.Popen(["make", "-o", ".venv/.ml-installed", "serve", f"PORT={port}", "WEB_CONCURRENCY=2"],
+        process = subprocess.Popen(["make", "-o", ".venv/.ml-installed", "serve", f"PORT={port}",
+                                    f"WEB_CONCURRENCY={workers}"],
                                    env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait(f"http://127.0.0.1:{port}/healthz", process)
+            yield Server("127.0.0.1", port, log, process.pid)
+        finally:
+            _stop(process)
+
+
+FLOOR_COMMAND = ("gunicorn benchmarks.floor_app.wsgi:application -c gunicorn.conf.py --bind 127.0.0.1:<port> "
+                 "--workers 2 --worker-tmp-dir /dev/shm")
+
+
+@contextmanager
+def floor_served(env: dict[str, str], log_name: str = "floor-serve.log", workers: int = 2) -> Iterator[Server]:
+    """The bare Django app of benchmarks/floor_app under the same gunicorn configuration as `make serve`
+    (gunicorn.conf.py: gthread workers, threads, keep-alive, switch interval, access log)."""
+    port = free_port()
+    log = WORK / log_name
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "gunicorn"), "benchmarks.floor_app.wsgi:application", "-c",
+             "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--worker-tmp-dir",
+             "/dev/shm"],  # noqa: S108 - as the Makefile's serve target
+            env={**env, "DJANGO_SETTINGS_MODULE": "benchmarks.floor_app.settings"}, cwd=REPO, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True)
         try:
             _wait(f"http://127.0.0.1:{port}/healthz", process)
             yield Server("127.0.0.1", port, log, process.pid)

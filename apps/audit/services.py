@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -75,15 +76,27 @@ class AuditEventDraft:
 
 
 def audit_events_record_many(*, actor: Actor, drafts: Sequence[AuditEventDraft], source_ip: str | None = None,
-                             rows: Sequence[models.Model] | None = None) -> list[AuditEvent]:
+                             rows: Sequence[models.Model] | None = None,
+                             own_transaction: bool = False) -> list[AuditEvent]:
     """Append events to the chain in the given order, taking the chain lock once and inserting them in one
     statement: contiguous sequence numbers, each event hashed over its predecessor. Must run inside the caller's
     transaction, so the events and the changes they record commit or roll back together.
 
     `rows`: one unsaved instance per event, of one model with `audit_seq` and `created_at` fields (the change each
     event records, e.g. the prediction). They get their event's seq and time and are inserted with the events: on
-    PostgreSQL in the same statement, so the section other writers wait for is one round trip and the COMMIT."""
-    if not connection.in_atomic_block:
+    PostgreSQL in the same statement, so the section other writers wait for is one round trip and the COMMIT.
+
+    `own_transaction`: for a change that is nothing but `rows` (a prediction without shadow scoring), the caller
+    opens no transaction: the events and the rows are one transaction of their own, committed (durably) before
+    this returns. On PostgreSQL that is the append statement alone in autocommit: BEGIN and COMMIT cost no round
+    trips of their own, and the chain lock is released by the commit inside that statement instead of waiting for
+    the client's COMMIT. Inside a caller's transaction (an idempotent request, a test) the statement simply joins
+    it. Elsewhere (SQLite) the writes are wrapped in a transaction here."""
+    if own_transaction and not (connection.vendor == "postgresql"
+                                and (connection.in_atomic_block or connection.get_autocommit())):
+        with transaction.atomic():
+            return audit_events_record_many(actor=actor, drafts=drafts, source_ip=source_ip, rows=rows)
+    if not (own_transaction or connection.in_atomic_block):
         raise RuntimeError("audit_event_record must be called inside the transaction of the change it records")
     if not drafts:
         return []
@@ -131,6 +144,16 @@ _APPEND_SQL = ("SELECT event_id, event_seq, event_created_at, event_prev_hash, e
                "FROM audit_auditevent_append(%s, %s::jsonb, %s::text)")
 
 
+@cache
+def _companion_append_sql(function: str) -> str:
+    """The statement for a model that names its own append function (`AUDITED_APPEND_FUNCTION`, e.g. the
+    predictions' in apps/predictions/migrations/0005): it calls `audit_auditevent_append` for the events and inserts
+    that model's rows with a static INSERT whose plan PostgreSQL keeps, where the generic function plans a dynamic
+    one on every call under the chain lock. Same arguments, same result columns."""
+    name = connection.ops.quote_name(function)
+    return f"SELECT event_id, event_seq, event_created_at, event_prev_hash, event_hash FROM {name}(%s, %s::jsonb)"  # noqa: S608 - a model constant
+
+
 def _json_column(value: Any) -> Any:
     """A model value as JSON that jsonb_populate_record turns back into the same column value."""
     if isinstance(value, uuid.UUID):
@@ -153,9 +176,14 @@ def _append_in_database(prepared: Sequence[dict[str, Any]],
             item["row"] = {f.column: _json_column(getattr(row, f.attname)) for f in row._meta.concrete_fields
                            if f.attname not in ("audit_seq", "created_at")}
         payload.append(item)
-    table = rows[0]._meta.db_table if rows else None
+    function = getattr(type(rows[0]), "AUDITED_APPEND_FUNCTION", None) if rows else None
+    if function:
+        sql, params = _companion_append_sql(function), [_AUDIT_CHAIN_LOCK_KEY, json.dumps(payload)]
+    else:
+        table = rows[0]._meta.db_table if rows else None
+        sql, params = _APPEND_SQL, [_AUDIT_CHAIN_LOCK_KEY, json.dumps(payload), table]
     with connection.cursor() as cursor:
-        cursor.execute(_APPEND_SQL, [_AUDIT_CHAIN_LOCK_KEY, json.dumps(payload), table])
+        cursor.execute(sql, params)
         returned = sorted(cursor.fetchall(), key=lambda r: r[1])  # by seq: the order of the drafts
     events: list[AuditEvent] = []
     for index, (fields, (pk, seq, created_at, prev_hash, digest)) in enumerate(zip(prepared, returned, strict=True)):

@@ -7,6 +7,9 @@ from typing import Any
 import csp.constants
 import csp.middleware
 import csp.utils
+import django.contrib.auth.middleware
+import django.contrib.messages.middleware
+import django.contrib.sessions.middleware
 import django_prometheus.middleware
 from django.conf import settings
 from django.contrib.auth import logout
@@ -60,6 +63,56 @@ class BodyLimitMiddleware:
         return self.get_response(request)
 
 
+# API paths whose requests authenticate with an `Authorization: Bearer` token (OAuth2, or the CDS Hooks JWT) and never
+# with the session: every view under them names its own authentication (apps/core/authentication.py, cds_views.py).
+BEARER_API_PREFIXES = ("/api/", "/fhir/", "/cds-services")
+
+
+def bearer_api_request(request: HttpRequest) -> bool:
+    """A request to an API path that carries a bearer token: it needs none of the middleware that serves people's
+    sessions (session, sign-in, session timeout, messages). Decided once per request."""
+    try:
+        return bool(request._clinpredict_bearer_api)  # type: ignore[attr-defined]
+    except AttributeError:
+        bearer = (request.path.startswith(BEARER_API_PREFIXES)
+                  and request.META.get("HTTP_AUTHORIZATION", "")[:7].lower() == "bearer ")
+        request._clinpredict_bearer_api = bearer  # type: ignore[attr-defined]
+        return bearer
+
+
+class PagesOnly:
+    """Mixin for a middleware that serves people's sessions: a bearer-token API request (`bearer_api_request`)
+    passes straight through it; every other request, API or page, gets the middleware unchanged. On the prediction
+    path these did nothing but cost calls (the session was even read, for SessionTimeoutMiddleware's
+    `request.user`): API views authenticate with the token alone and no API view reads the session or sets a
+    message. Such a request has no `request.session`; `request.user` is what the API view's authentication set.
+
+    CSRF and django-axes keep their own middleware for every request: both are cheap on the API (DRF views are
+    CSRF-exempt; axes only looks for a lockout flag), and Django's and axes' security checks (security.W003,
+    axes.W002) look for their exact dotted paths in MIDDLEWARE."""
+
+    # Synchronous only (gunicorn's WSGI workers): under ASGI Django adapts these with sync_to_async.
+    sync_capable = True
+    async_capable = False
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if bearer_api_request(request):
+            return self.get_response(request)  # type: ignore[attr-defined, no-any-return]
+        return super().__call__(request)  # type: ignore[misc, no-any-return]
+
+
+class SessionMiddleware(PagesOnly, django.contrib.sessions.middleware.SessionMiddleware):
+    pass
+
+
+class AuthenticationMiddleware(PagesOnly, django.contrib.auth.middleware.AuthenticationMiddleware):
+    pass
+
+
+class MessageMiddleware(PagesOnly, django.contrib.messages.middleware.MessageMiddleware):
+    pass
+
+
 class SessionTimeoutMiddleware:
     """Signs a person out after SESSION_IDLE_TIMEOUT_SECONDS without a request, and SESSION_ABSOLUTE_TIMEOUT_SECONDS
     after sign-in whatever the activity (HIPAA automatic logoff; ASVS 3.3)."""
@@ -68,6 +121,8 @@ class SessionTimeoutMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if bearer_api_request(request):  # pages only (PagesOnly): no session on a bearer-token API request
+            return self.get_response(request)
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated and hasattr(request, "session"):
             now = time.time()

@@ -10,7 +10,6 @@ from oauth2_provider.contrib.rest_framework import TokenMatchesOASRequirements
 from rest_framework import status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import LimitOffsetPagination
-from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,6 +18,7 @@ from apps.audit.actors import actor_from_request, source_ip_from_request
 from apps.core.api import paginated
 from apps.core.authentication import BearerTokenAuthentication
 from apps.core.exceptions import ApplicationError
+from apps.core.renderers import JSONRenderer
 
 from .fhir import FHIRJSONRenderer, risk_assessment
 from .idempotency import prediction_create_idempotent, request_fingerprint, validate_key
@@ -28,6 +28,7 @@ from .serializers import (
     PredictionFilterSerializer,
     PredictionInputSerializer,
     PredictionSerializer,
+    prediction_input_plain,
     predictions_represent,
 )
 from .services import PredictionRequest, patient_prediction_request, prediction_create_many
@@ -71,12 +72,15 @@ class PredictionListCreateApi(APIView):
             raise ValidationError({"non_field_errors": [
                 f"A batch must hold between 1 and {settings.PREDICTION_BATCH_LIMIT} predictions; got {len(items)}."
             ]})
-        serializer = PredictionInputSerializer(data=data, many=many)
-        if not serializer.is_valid():
-            errors = serializer.errors
-            raise ValidationError({str(i): e for i, e in enumerate(errors) if e} if many else errors)
+        validated = [prediction_input_plain(item) for item in items]
+        if any(item is None for item in validated):  # anything but the everyday body: the serializer decides
+            serializer = PredictionInputSerializer(data=data, many=many)
+            if not serializer.is_valid():
+                errors = serializer.errors
+                raise ValidationError({str(i): e for i, e in enumerate(errors) if e} if many else errors)
+            validated = serializer.validated_data if many else [serializer.validated_data]
         requests, errors = [], {}
-        for index, item in enumerate(serializer.validated_data if many else [serializer.validated_data]):
+        for index, item in enumerate(validated):
             patient_ref = item.get("patient_id", "").strip()
             if "features" in item:
                 requests.append(PredictionRequest(item["use_case"], item["features"], patient_ref))

@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from rest_framework.renderers import JSONRenderer
+from apps.core.renderers import JSONRenderer
 
 from .models import Prediction
 

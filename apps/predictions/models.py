@@ -21,6 +21,10 @@ class Prediction(models.Model):
         CDS = "cds", "CDS Hooks"
         SYSTEM = "system", "System"
 
+    # PostgreSQL: the audit append that inserts predictions with their events by a static statement (migration
+    # 0005), used by apps/audit/services.py instead of the generic function's per-call dynamic INSERT.
+    AUDITED_APPEND_FUNCTION = "predictions_prediction_append"
+
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     created_at = models.DateTimeField(db_index=True)
     use_case = models.CharField(max_length=64, db_index=True)

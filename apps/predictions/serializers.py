@@ -42,6 +42,33 @@ class PredictionInputSerializer(StrictSerializer):
         return attrs
 
 
+_INPUT_KEYS = frozenset(PredictionInputSerializer._declared_fields)
+
+
+def _plain_identifier(value: Any, max_length: int) -> bool:
+    """A string the serializer's CharField (trimmed, max_length, no NUL or surrogate) and validate_identifier accept
+    unchanged: printable ASCII, no surrounding spaces. Anything else goes to the serializer."""
+    return (type(value) is str and 0 < len(value) <= max_length and value.isascii() and value.isprintable()
+            and value == value.strip())
+
+
+def prediction_input_plain(data: Any) -> dict[str, Any] | None:
+    """`PredictionInputSerializer(data=data).validated_data` for the everyday body (a use case, features, maybe a
+    patient id: plain ASCII identifiers, a non-empty features object), without building and deep-copying the
+    serializer's fields on every request (~450 Python calls of a prediction's ~3,700). None for any other body,
+    which then goes through the serializer and gets its error messages. Feature values pass unchanged, as the
+    serializer's JSONField child passes them (the strict parser already refused anything but JSON values);
+    tests/apps/predictions/test_represent.py compares the two."""
+    if type(data) is not dict or not data.keys() <= _INPUT_KEYS:
+        return None
+    use_case, features, patient_id = data.get("use_case"), data.get("features"), data.get("patient_id", "")
+    if not _plain_identifier(use_case, 64) or type(features) is not dict or not features:
+        return None
+    if patient_id != "" and not _plain_identifier(patient_id, 128):
+        return None
+    return {"use_case": use_case, "patient_id": patient_id, "features": {str(k): v for k, v in features.items()}}
+
+
 class ExplanationItemSerializer(serializers.Serializer):
     feature = serializers.CharField()
     label = serializers.CharField()

@@ -113,9 +113,10 @@ def _draft(model: LoadedModel, scored: _Scored, prediction_id: uuid.UUID, *, cha
 
 
 def _store_many(scored: Sequence[tuple[LoadedModel, _Scored]], *, actor: Actor, channel: str,
-                source_ip: str | None) -> list[Prediction]:
+                source_ip: str | None, own_transaction: bool = False) -> list[Prediction]:
     """The predictions and their audit events, in request order: the chain lock is taken once and each table gets
-    one insert, however many predictions the batch holds. Runs inside the caller's transaction."""
+    one insert, however many predictions the batch holds. Runs inside the caller's transaction, or, with
+    `own_transaction`, is one transaction of its own (`audit_events_record_many`)."""
     ids = [uuid.uuid4() for _ in scored]
     drafts = [_draft(model, s, prediction_id, channel=channel)
               for (model, s), prediction_id in zip(scored, ids, strict=True)]
@@ -146,7 +147,8 @@ def _store_many(scored: Sequence[tuple[LoadedModel, _Scored]], *, actor: Actor, 
     ]
     # Each prediction is inserted with its audit event (its audit_seq and created_at are the event's): on
     # PostgreSQL the whole locked section is one statement and the COMMIT.
-    audit_events_record_many(actor=actor, source_ip=source_ip, drafts=drafts, rows=predictions)
+    audit_events_record_many(actor=actor, source_ip=source_ip, drafts=drafts, rows=predictions,
+                             own_transaction=own_transaction)
     return predictions
 
 
@@ -199,14 +201,17 @@ def prediction_create_many(
     order = {id(r): i for i, r in enumerate(requests)}
     scored.sort(key=lambda pair: order[id(pair[1].request)])
 
-    shadow = _may_have_challenger(models)
-    with transaction.atomic():
-        predictions = _store_many(scored, actor=actor, channel=channel, source_ip=source_ip)
-        # Shadow scoring (registry, issue 4): when a use case has a challenger, it scores the same validated rows;
-        # the result is stored and audited ("prediction.shadow") in this transaction and never returned. It never
-        # raises and never alters `predictions`: a challenger failure only rolls back its own savepoint.
-        if shadow:
+    if _may_have_challenger(models):
+        with transaction.atomic():
+            predictions = _store_many(scored, actor=actor, channel=channel, source_ip=source_ip)
+            # Shadow scoring (registry, issue 4): when a use case has a challenger, it scores the same validated
+            # rows; the result is stored and audited ("prediction.shadow") in this transaction and never returned.
+            # It never raises and never alters `predictions`: a challenger failure only rolls back its own savepoint.
             shadow_predictions_create(predictions=predictions, actor=actor, source_ip=source_ip)
+    else:
+        # The predictions and their events are the whole change: one transaction, committed before this returns
+        # (on PostgreSQL the one append statement in autocommit; inside a caller's transaction, part of it).
+        predictions = _store_many(scored, actor=actor, channel=channel, source_ip=source_ip, own_transaction=True)
     for prediction in predictions:
         metrics.PREDICTIONS.labels(prediction.use_case, prediction.model_label, prediction.risk_band, channel).inc()
     return predictions

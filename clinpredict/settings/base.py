@@ -57,12 +57,14 @@ MIDDLEWARE = [
     "apps.core.middleware.BodyLimitMiddleware",  # 413 for an API body over CLINPREDICT_MAX_BODY_BYTES, unread
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # The "pages only" middleware (apps.core.middleware.PagesOnly) are Django's own, passed straight through by a
+    # request to an API path that carries a bearer token: the API never uses the session.
+    "apps.core.middleware.SessionMiddleware",  # pages only
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "apps.core.middleware.SessionTimeoutMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "apps.core.middleware.AuthenticationMiddleware",  # pages only
+    "apps.core.middleware.SessionTimeoutMiddleware",  # pages only
+    "apps.core.middleware.MessageMiddleware",  # pages only
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "apps.core.middleware.CSPMiddleware",
     "apps.core.middleware.NoStoreMiddleware",
@@ -223,7 +225,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps.core.authentication.BearerTokenAuthentication"],
     # Deny by default: every API view must declare its own permission and scopes.
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_RENDERER_CLASSES": ["apps.core.renderers.JSONRenderer"],  # DRF's output, written by orjson
     # Bounded in size and depth, strict about numbers, duplicate keys and surrogates (apps/core/parsers.py).
     "DEFAULT_PARSER_CLASSES": ["apps.core.parsers.StrictJSONParser"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",

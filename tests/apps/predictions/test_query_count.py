@@ -1,6 +1,7 @@
 """One prediction costs a fixed, small number of queries: the token, the live model (and its challenger, for
 shadow scoring), and the audit append with the prediction: on PostgreSQL one call that takes the chain lock, reads
-the head and inserts the events and the predictions; on SQLite the head read and one insert per table. A batch
+the head and inserts the events and the predictions, and is its own transaction (in production: one statement in
+autocommit, no BEGIN or COMMIT round trips); on SQLite a savepoint, the head read and one insert per table. A batch
 costs the same: the chain lock is taken once and each table gets one insert, whatever the batch size."""
 
 import json
@@ -15,11 +16,13 @@ def test_one_prediction_takes_a_fixed_number_of_queries(champion: Any, api_clien
     body = json.dumps({"use_case": "diabetes", "features": valid_features})
     client.post("/api/v1/predictions", data=body, content_type="application/json")  # warm: model loaded once
 
-    # token, champion, challenger (looked up before the transaction: without one, shadow scoring opens no savepoint
-    # under the chain lock), the audit append with the prediction (PostgreSQL: one call; SQLite: chain head and an
-    # insert per table), and a savepoint pair (the test runs inside a transaction; in production that is
-    # BEGIN/COMMIT). In production the live model is cached for CLINPREDICT_CHAMPION_CACHE_SECONDS.
-    with django_assert_num_queries(6 if connection.vendor == "postgresql" else 8):
+    # token, champion, challenger (looked up before the transaction: without one, the prediction needs no
+    # transaction but the append's own), and the audit append with the prediction (PostgreSQL: one call, which in
+    # production is its own autocommit transaction, committed before the 201; here it joins the test's transaction.
+    # SQLite: a savepoint pair around the chain head and an insert per table). Was 6 on PostgreSQL (with a savepoint
+    # pair, in production BEGIN and COMMIT) before the append became one statement in autocommit. In production the
+    # live model is cached for CLINPREDICT_CHAMPION_CACHE_SECONDS.
+    with django_assert_num_queries(4 if connection.vendor == "postgresql" else 8):
         response = client.post("/api/v1/predictions", data=body, content_type="application/json")
 
     assert response.status_code == 201
@@ -46,7 +49,7 @@ def test_a_batch_takes_the_same_number_of_queries_whatever_its_size(champion: An
     one, ten, five_hundred = (_batch_queries(client, valid_features, n, CaptureQueriesContext) for n in (1, 10, 500))
 
     if connection.vendor == "postgresql":
-        assert one == ten == five_hundred == 6
+        assert one == ten == five_hundred == 4
     else:  # SQLite caps the variables of one statement: Django splits a large bulk INSERT into several
         assert one == ten == 8
     assert audit_chain_verify().ok  # one insert per table, and still a contiguous, correctly hashed chain

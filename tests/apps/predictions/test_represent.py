@@ -27,3 +27,37 @@ def test_represent_equals_the_serializer_for_stored_predictions(champion: Any, a
         assert _as_json(prediction_represent(prediction)) == _as_json(PredictionSerializer(prediction).data)
     # And the response itself is what the serializer gives for the stored rows.
     assert response.json() == [json.loads(_as_json(PredictionSerializer(p).data)) for p in stored]
+
+
+_FEATURES = {"glucose": {"value": 7.9, "unit": "mmol/L"}, "bmi": 33.6, "age": 50, "insulin": None}
+PLAIN_BODIES = [
+    {"use_case": "diabetes", "features": _FEATURES},
+    {"use_case": "diabetes", "features": _FEATURES, "patient_id": "pt-0001"},
+    {"features": {"x": [1, "a", True]}, "patient_id": "", "use_case": "u" * 64},
+]
+OTHER_BODIES = [
+    {"use_case": " diabetes", "features": _FEATURES},  # trimmed by the serializer
+    {"use_case": "diabète", "features": _FEATURES},  # not ASCII: the serializer checks the characters
+    {"use_case": "dia\tbetes", "features": _FEATURES},
+    {"use_case": "u" * 65, "features": _FEATURES},
+    {"use_case": 7, "features": _FEATURES},
+    {"use_case": "diabetes", "features": {}},
+    {"use_case": "diabetes", "features": [1]},
+    {"use_case": "diabetes", "patient_id": "pt-1"},  # features assembled from the patient
+    {"use_case": "diabetes", "features": _FEATURES, "patient_id": "  "},
+    {"use_case": "diabetes", "features": _FEATURES, "extra": 1},
+    {"use_case": "diabetes", "features": _FEATURES, "patient_id": None},
+    ["not", "a", "dict"],
+    "diabetes",
+]
+
+
+def test_plain_input_is_exactly_what_the_serializer_validates() -> None:
+    from apps.predictions.serializers import PredictionInputSerializer, prediction_input_plain
+
+    for body in PLAIN_BODIES:
+        serializer = PredictionInputSerializer(data=json.loads(json.dumps(body)))
+        assert serializer.is_valid(), serializer.errors
+        assert _as_json(prediction_input_plain(json.loads(json.dumps(body)))) == _as_json(serializer.validated_data)
+    for body in OTHER_BODIES:  # left to the serializer, which trims, refuses or assembles them itself
+        assert prediction_input_plain(json.loads(json.dumps(body))) is None
