@@ -171,7 +171,7 @@ def test_mlp_run_has_parity_and_calibration(mlp_run: tuple[Path, dict[str, Any]]
     assert m["model_type"] == "mlp"
     assert m["onnx_parity_max_abs_diff"] <= 1e-5
     assert m["metrics"]["test"]["auroc"] > 0.7
-    assert "sample_weight" in m["imbalance"]["method"]
+    assert m["imbalance"]["method"] == "none"  # no class weights by default (TrainConfig.class_weight)
     model = export.load_joblib(out / "model.joblib")
     steps = [name for name, _ in model.pipeline.steps]
     assert steps == ["impute", "scale", "mlp"]
