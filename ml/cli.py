@@ -140,7 +140,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         note = f"{args.part} part of the training split (split sha256 {'matches' if same else 'DIFFERS from'} " \
                "the manifest)"
         if args.part == "test" and (manifest.get("final_fit") or {}).get("refit_on_all_rows"):
-            note += ("; NOT held out: this model was refitted on all rows (small data), so these figures are "
+            note += ("; NOT held out: this model was refitted on all rows, so these figures are "
                      "apparent performance, not the manifest's held-out estimate")
     threshold = float(manifest["threshold"])
     p = model.predict_proba(data.X[rows])[:, 1]

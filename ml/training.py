@@ -102,11 +102,19 @@ class TrainConfig:
     small_data_events: int = 200
     small_data_cv_repeats: int = 5
     optimism_bootstrap: int = 200
-    refit_on_all_rows: bool = True  # in small-data mode only
+    # After validation the chosen model is refitted on every row given (training and test parts), at every size; the
+    # held-out test estimate stays in the manifest as evidence for the procedure (manifest["final_fit"]).
+    refit_on_all_rows: bool = True
     # No-signal verdict: CV AUROC 95% CI includes 0.5, or a calibration slope (CV out-of-fold, or test) below this.
     signal_min_calibration_slope: float = 0.2
-    selection_metric: str = "auroc"
-    class_weight: str = "balanced"  # "balanced" (weights; scale_pos_weight for XGBoost) or "none"
+    # Candidates and families are compared by mean CV log loss, a proper scoring rule: it rewards discrimination and
+    # calibration together, so among candidates of near-equal AUROC it prefers the one whose risks are neither over-
+    # nor under-shrunk (AUROC cannot tell a penalty that squeezes every risk towards the mean from a right one).
+    selection_metric: str = "log_loss"
+    # No class weighting by default: weights (or resampling) for imbalance change no ranking worth having but move
+    # every predicted risk (van den Goorbergh et al., JAMIA 2022, "The harm of class imbalance corrections for risk
+    # prediction models"); see ml/README.md "Class weights and the selection metric" for the CV evidence here.
+    class_weight: str = "none"  # or "balanced" (positives weighted n_neg / n_pos; scale_pos_weight for XGBoost)
     calibration_methods: tuple[str, ...] = ("none", "sigmoid")  # "isotonic" may be added
     calibration_min_gain: float = 0.0  # Brier improvement a calibrator must bring on CV to be used
     threshold_rule: str = "youden"
@@ -600,9 +608,11 @@ def reference_values(X: np.ndarray, one_hot: OneHotColumns = ()) -> np.ndarray:
 
 def fit_final(model_type: str, search: FamilySearch, X: np.ndarray, y: np.ndarray,
               feature_names: tuple[str, ...], *, seed: int, config: TrainConfig, one_hot: OneHotColumns = (),
-              progress: Callable[[str], None] | None = None) -> TrainedModel:
-    """Calibration chosen on the best candidate's out-of-fold predictions (first repetition's folds), threshold on
-    the calibrated ones, final fit on all of (X, y)."""
+              progress: Callable[[str], None] | None = None,
+              fit_rows: tuple[np.ndarray, np.ndarray] | None = None) -> TrainedModel:
+    """Calibration chosen on the best candidate's out-of-fold predictions (first repetition's folds) of (X, y),
+    threshold on the calibrated ones, final fit on all of (X, y), or on ``fit_rows`` (X, y) when given: the refit on
+    every row, which keeps the calibration and threshold chosen on (X, y)'s out-of-fold predictions."""
     say = progress or (lambda _msg: None)
     best = search.best
     first_folds = search.folds[: config.cv_folds]
@@ -613,11 +623,12 @@ def fit_final(model_type: str, search: FamilySearch, X: np.ndarray, y: np.ndarra
     say(f"{model_type}: selected {json.dumps(best.params, sort_keys=True)}; calibration {method}; "
         f"threshold {threshold:.4f}")
 
-    sw, w_pos = class_weights(y, config.class_weight)
+    X_fit, y_fit = (X, y) if fit_rows is None else fit_rows
+    sw, w_pos = class_weights(y_fit, config.class_weight)
     est = _estimator(model_type, best.params, seed=seed, pos_weight=w_pos, config=config, n_features=X.shape[1],
                      one_hot=one_hot)
-    fit_estimator(est, X, y, None if model_type == "xgboost" else sw, n_jobs=config.n_jobs)
-    medians = reference_values(X, one_hot)
+    fit_estimator(est, X_fit, y_fit, None if model_type == "xgboost" else sw, n_jobs=config.n_jobs)
+    medians = reference_values(X_fit, one_hot)
     applied = "separate step after the pipeline (in model.joblib and in the ONNX graph, computed in float64)"
     final_calibrator = calibrator
     if model_type in ("mlp", "logistic") and calibrator is not None and calibrator.method == "sigmoid":
@@ -642,10 +653,13 @@ def fit_final(model_type: str, search: FamilySearch, X: np.ndarray, y: np.ndarra
             else ("scale_pos_weight" if model_type == "xgboost" else "sample_weight") + " = n_negative / n_positive"
         ),
         "positive_weight": w_pos,
-        "n_positive": int(np.sum(y)),
-        "n_negative": int(len(y) - np.sum(y)),
+        "n_positive": int(np.sum(y_fit)),
+        "n_negative": int(len(y_fit) - np.sum(y_fit)),
         "resampling": "none",
-        "note": "weights shift predicted probabilities upwards; the calibration step (chosen on CV) corrects them",
+        "note": ("no imbalance correction: weights or resampling move every predicted risk and bring no ranking "
+                 "worth having (van den Goorbergh et al., JAMIA 2022)" if config.class_weight == "none"
+                 else "weights shift predicted probabilities upwards; the calibration step (chosen on CV) corrects "
+                      "them"),
     }
     calibration = {
         "method": method,
@@ -653,7 +667,8 @@ def fit_final(model_type: str, search: FamilySearch, X: np.ndarray, y: np.ndarra
         "chosen_by": "lowest Brier score of calibrators fitted and scored across the CV folds of the "
                      "out-of-fold predictions",
         "fitted_on": "out-of-fold predictions of the training part"
-                     + (" (first CV repetition)" if search.repeats > 1 else ""),
+                     + (" (first CV repetition)" if search.repeats > 1 else "")
+                     + ("; applied unchanged to the model refitted on every row" if fit_rows is not None else ""),
         "params": None if calibrator is None else calibrator.to_dict(),
         "applied": None if calibrator is None else applied,
     }

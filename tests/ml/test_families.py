@@ -196,17 +196,17 @@ def test_one_standard_error_rule_prefers_the_simpler_family_within_one_se() -> N
     searches = {"logistic": _search("logistic", [0.81, 0.83, 0.82, 0.82, 0.82]),  # mean 0.820: within 1 SE
                 "xgboost": _search("xgboost", xgb_folds),
                 "mlp": _search("mlp", [0.80, 0.82, 0.81, 0.82, 0.80])}
-    sel = select_family(searches, TrainConfig())
+    sel = select_family(searches, TrainConfig(selection_metric="auroc"))
     assert sel["best_by_metric"] == "xgboost"
     assert sel["chosen"] == "logistic"
     assert sel["standard_error"] == pytest.approx(np.std(xgb_folds, ddof=1) / np.sqrt(5))
     assert "within one standard error" in sel["reason"] and "simpler" in sel["reason"]
 
     searches["logistic"] = _search("logistic", [0.80, 0.81, 0.81, 0.81, 0.82])  # mean 0.810: beyond 1 SE
-    sel = select_family(searches, TrainConfig())
+    sel = select_family(searches, TrainConfig(selection_metric="auroc"))
     assert sel["chosen"] == "xgboost"
     assert "no simpler family is within one standard error" in sel["reason"]
-    assert select_family(searches, TrainConfig(family_rule="best"))["chosen"] == "xgboost"
+    assert select_family(searches, TrainConfig(selection_metric="auroc", family_rule="best"))["chosen"] == "xgboost"
 
 
 def test_auto_records_every_family_and_why_one_won(mixed_spec: UseCaseSpec, mixed_csv: Path, tmp_path: Path,
@@ -259,13 +259,22 @@ def test_small_data_repeats_cv_refits_on_all_rows_and_corrects_optimism(
     final = m["final_fit"]
     assert final["refit_on_all_rows"] is True and final["n_rows"] == 700
     assert final["test_part_model"]["threshold"] != m["threshold"] or final["test_part_model"]["calibration"]
-    # The exported model is the all-rows refit: it differs from a model fitted on the training part only.
+    # The exported model is the all-rows refit: it differs from a model fitted on the training part only (m3).
     big = TrainConfig.fast(bootstrap=50, small_data_rows=0, small_data_events=0)
     m2 = train_run(spec=mixed_spec, data_path=mixed_csv, out_dir=tmp_path / "large", seed=5, model_type="logistic",
                    config=big, tracking=False)
     assert m2["small_data"]["active"] is False and m2["small_data"]["optimism"] is None
-    assert m2["final_fit"]["refit_on_all_rows"] is False and m2["final_fit"]["n_rows"] == m2["split"]["n_train"]
-    assert m2["artifacts"]["model.onnx"]["sha256"] != m["artifacts"]["model.onnx"]["sha256"]
+    # Above the small-data size the chosen model is refitted on every row too, keeping the training part's
+    # calibration and threshold (no second CV); without the refit it is the training part's model.
+    assert m2["final_fit"]["refit_on_all_rows"] is True and m2["final_fit"]["n_rows"] == 700
+    assert m2["final_fit"]["threshold_and_calibration_from"] == "out-of-fold predictions of the training part"
+    assert m2["threshold"] == m2["final_fit"]["test_part_model"]["threshold"]
+    m3 = train_run(spec=mixed_spec, data_path=mixed_csv, out_dir=tmp_path / "large-no-refit", seed=5,
+                   model_type="logistic", config=TrainConfig.fast(bootstrap=50, small_data_rows=0,
+                                                                  small_data_events=0, refit_on_all_rows=False),
+                   tracking=False)
+    assert m3["final_fit"]["refit_on_all_rows"] is False and m3["final_fit"]["n_rows"] == m3["split"]["n_train"]
+    assert m3["artifacts"]["model.onnx"]["sha256"] != m2["artifacts"]["model.onnx"]["sha256"]
 
 
 # --- no signal ---------------------------------------------------------------------------------------------------

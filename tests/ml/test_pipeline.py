@@ -53,7 +53,8 @@ def test_manifest_has_interface_keys(xgb_run: tuple[Path, dict[str, Any]], diabe
     assert set(m["reference_profile"]["features"]) == set(diabetes_spec.feature_names)
     assert m["reference_profile"]["features"]["insulin"]["missing_fraction"] > 0.3
     assert m["linear_baseline"]["test"]["auroc"] > 0.7
-    assert "scale_pos_weight" in m["imbalance"]["method"]
+    # No imbalance correction by default (weights move every predicted risk); the option is tested below.
+    assert m["imbalance"]["method"] == "none" and m["imbalance"]["positive_weight"] == 1.0
     assert m["calibration"]["method"] in ("none", "sigmoid")
     assert "youden" in m["threshold_rule"]
     json.dumps(m)  # serialisable
@@ -156,12 +157,12 @@ def test_low_prevalence_dataset_trains_and_reports_auprc_ci(diabetes_spec: UseCa
     prevalence = df["Outcome"].mean()
     assert 0.025 < prevalence < 0.035
     m = train_run(spec=diabetes_spec, data_path=path, out_dir=tmp_path / "rare", seed=3, model_type="xgboost",
-                  config=TrainConfig.fast(), tracking=False)
+                  config=TrainConfig.fast(class_weight="balanced"), tracking=False)
     test = m["metrics"]["test"]
     assert test["events"] >= 10
     lo, hi = test["auprc_ci"]
     assert lo is not None and hi is not None and lo <= test["auprc"] <= hi
-    assert m["imbalance"]["positive_weight"] > 20
+    assert m["imbalance"]["positive_weight"] > 20 and "scale_pos_weight" in m["imbalance"]["method"]
     assert m["onnx_parity_max_abs_diff"] <= 1e-5
 
 
@@ -170,7 +171,7 @@ def test_mlp_run_has_parity_and_calibration(mlp_run: tuple[Path, dict[str, Any]]
     assert m["model_type"] == "mlp"
     assert m["onnx_parity_max_abs_diff"] <= 1e-5
     assert m["metrics"]["test"]["auroc"] > 0.7
-    assert "sample_weight" in m["imbalance"]["method"]
+    assert m["imbalance"]["method"] == "none"  # no class weights by default (TrainConfig.class_weight)
     model = export.load_joblib(out / "model.joblib")
     steps = [name for name, _ in model.pipeline.steps]
     assert steps == ["impute", "scale", "mlp"]
