@@ -73,7 +73,7 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, offset: np.ndarray | None, fit_s
     beta = np.zeros(design.shape[1])
     for _ in range(100):
         eta = design @ beta + off
-        mu = 1.0 / (1.0 + np.exp(-eta))
+        mu = 1.0 / (1.0 + np.exp(-np.clip(eta, -700.0, 700.0)))  # same values; no overflow on separable data
         w = np.clip(mu * (1 - mu), 1e-12, None)
         grad = design.T @ (y - mu)
         hess = design.T @ (design * w[:, None])
